@@ -1,0 +1,25 @@
+"""One error type for every bad input: a one-line message that says what to do instead."""
+
+from __future__ import annotations
+
+
+class SketchpruneError(ValueError):
+    """Bad input. The message is one line and names the fix; the CLI prints it without a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`SketchpruneError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise SketchpruneError(message)
+
+
+def check_finite(t, what: str) -> None:
+    """Reject NaN or inf entries in tensor ``t`` (``what`` names it in the message)."""
+    import torch
+
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+        raise SketchpruneError(f"{what} contain {bad}; pass finite values (check the model and data for overflow)")

@@ -1,0 +1,246 @@
+"""``Masks``: a small mapping from parameter name to a boolean keep-mask, the result of pruning.
+
+Applying masks needs no custom layers and no float mask in the forward pass: pruned weights are
+set to zero once, their gradients are masked (so momentum and Adam moments stay zero), and a
+post-step hook re-zeroes them after every ``torch.optim`` step, so they stay *exactly* zero
+under any optimizer, weight decay included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sketchprune.errors import SketchpruneError, check
+
+FORMAT = "sketchprune.masks"
+FORMAT_VERSION = "1"
+_PRUNED = "_sketchprune_pruned"  # attribute on a masked Parameter: bool tensor, True where pruned
+
+
+class Masks(Mapping[str, Tensor]):
+    """Name -> bool tensor (True = keep). Build with ``Masks(mapping)``."""
+
+    def __init__(self, mapping: Mapping[str, Tensor]) -> None:
+        self._masks: dict[str, Tensor] = {}
+        for name, m in mapping.items():
+            check(isinstance(m, Tensor), f"mask for {name!r} is not a tensor; pass bool tensors")
+            check(m.dtype == torch.bool, f"mask for {name!r} has dtype {m.dtype}; masks are bool tensors")
+            self._masks[name] = m
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Masks({len(self)} tensors, density={self.density():.4g})"
+
+    # ---- reports ---------------------------------------------------------------------------
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Name -> (kept, total)."""
+        return {n: (int(m.sum().item()), m.numel()) for n, m in self._masks.items()}
+
+    def density(self) -> float:
+        """Fraction kept over all masked entries."""
+        c = self.counts().values()
+        total = sum(t for _, t in c)
+        return sum(k for k, _ in c) / total if total else 0.0
+
+    def layer_density(self) -> dict[str, float]:
+        """Name -> fraction kept in that tensor."""
+        return {n: k / t if t else 0.0 for n, (k, t) in self.counts().items()}
+
+    def collapsed(self) -> list[str]:
+        """Names of tensors with nothing kept (layer collapse: the network is cut there)."""
+        return [n for n, (k, t) in self.counts().items() if t and k == 0]
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready summary: overall density, per-layer rows and collapsed layers."""
+        counts = self.counts()
+        kept = sum(k for k, _ in counts.values())
+        total = sum(t for _, t in counts.values())
+        return {
+            "density": kept / total if total else 0.0,
+            "kept": kept,
+            "total": total,
+            "collapsed": self.collapsed(),
+            "layers": [
+                {"name": n, "shape": list(self._masks[n].shape), "kept": k, "total": t, "density": k / t if t else 0.0}
+                for n, (k, t) in counts.items()
+            ],
+        }
+
+    def table(self) -> str:
+        """Per-layer density table as text."""
+        rep = self.report()
+        width = max([len("layer")] + [len(r["name"]) for r in rep["layers"]])
+        lines = [f"{'layer':<{width}}  {'kept':>10}  {'total':>10}  density"]
+        for r in rep["layers"]:
+            flag = "  COLLAPSED" if r["kept"] == 0 else ""
+            lines.append(f"{r['name']:<{width}}  {r['kept']:>10}  {r['total']:>10}  {r['density']:.4f}{flag}")
+        lines.append(f"{'total':<{width}}  {rep['kept']:>10}  {rep['total']:>10}  {rep['density']:.4f}")
+        return "\n".join(lines)
+
+    # ---- model -----------------------------------------------------------------------------
+    def _check_model(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        params = dict(model.named_parameters())
+        for name, m in self._masks.items():
+            check(
+                name in params,
+                f"mask {name!r} names no parameter of this model; masks were made for another model "
+                f"(its parameters include {', '.join(list(params)[:3])}, ...)",
+            )
+            check(
+                tuple(params[name].shape) == tuple(m.shape),
+                f"mask {name!r} has shape {tuple(m.shape)} but the parameter has {tuple(params[name].shape)}; "
+                "prune this model again",
+            )
+        return params
+
+    def apply(self, model: nn.Module) -> MaskHandle:
+        """Zero the pruned weights of ``model`` and keep them exactly zero through optimizer steps.
+
+        Returns a handle whose ``remove()`` undoes the hooks (weights stay as they are).
+        """
+        params = self._check_model(model)
+        _install_step_hook()
+        hooks = []
+        for name, m in self._masks.items():
+            p = params[name]
+            pruned = ~m.to(p.device)
+            with torch.no_grad():
+                p.masked_fill_(pruned, 0)
+            setattr(p, _PRUNED, pruned)
+            hooks.append(p.register_hook(_grad_masker(p)))
+        return MaskHandle([params[n] for n in self._masks], hooks)
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Attach the masks with ``torch.nn.utils.prune.custom_from_mask`` (weight_orig + weight_mask)."""
+        self._check_model(model)
+        from torch.nn.utils import prune as torch_prune
+
+        for name, m in self._masks.items():
+            module_name, _, attr = name.rpartition(".")
+            module = model.get_submodule(module_name)
+            torch_prune.custom_from_mask(module, attr, m.to(getattr(module, attr).device))
+        return model
+
+    # ---- files -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the masks atomically as safetensors, with format version and shapes in the header."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "shapes": json.dumps({n: list(m.shape) for n, m in self._masks.items()}),
+            "user": json.dumps(dict(metadata or {})),
+        }
+        tensors = {n: m.detach().to("cpu").contiguous() for n, m in self._masks.items()}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Masks:
+        """Read masks written by :meth:`save`; a corrupt file or another format version is a clear error."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        check(path.exists(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for corrupt headers/data
+            raise SketchpruneError(
+                f"mask file {path} is corrupt or not a safetensors file ({type(e).__name__}); "
+                "write it again with Masks.save"
+            ) from None
+        check(meta.get("format") == FORMAT, f"{path} is not a sketchprune mask file; write it with Masks.save")
+        version = meta.get("format_version")
+        check(
+            version == FORMAT_VERSION,
+            f"{path} has mask format version {version}, this sketchprune reads version {FORMAT_VERSION}; "
+            "re-create the masks with this version",
+        )
+        shapes = json.loads(meta.get("shapes", "{}"))
+        for n, t in tensors.items():
+            check(list(t.shape) == shapes.get(n), f"{path} is corrupt: shape of {n!r} disagrees with its header")
+        return cls(tensors)
+
+    @staticmethod
+    def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+        """The ``metadata`` mapping given to :meth:`save`."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("user", "{}"))
+
+
+class MaskHandle:
+    """Returned by :meth:`Masks.apply`; ``remove()`` detaches the gradient and step hooks."""
+
+    def __init__(self, params: list[nn.Parameter], hooks: list) -> None:
+        self._params = params
+        self._hooks = hooks
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        for p in self._params:
+            if hasattr(p, _PRUNED):
+                delattr(p, _PRUNED)
+
+
+def _grad_masker(p: nn.Parameter):
+    def hook(grad: Tensor) -> Tensor:
+        pruned = getattr(p, _PRUNED, None)
+        return grad if pruned is None else grad.masked_fill(pruned.to(grad.device), 0)
+
+    return hook
+
+
+_STEP_HOOK = None
+
+
+def _install_step_hook() -> None:
+    """Register (once per process) a global post-step hook that re-zeroes masked parameters."""
+    global _STEP_HOOK
+    if _STEP_HOOK is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _STEP_HOOK = register_optimizer_step_post_hook(rezero)
+
+
+@torch.no_grad()
+def rezero(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    """Zero the pruned entries of every masked parameter that ``optimizer`` updates."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            pruned = getattr(p, _PRUNED, None)
+            if pruned is not None:
+                if pruned.device != p.device:
+                    pruned = pruned.to(p.device)
+                    setattr(p, _PRUNED, pruned)
+                p.masked_fill_(pruned, 0)

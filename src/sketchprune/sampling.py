@@ -1,0 +1,229 @@
+"""The sampling engine behind :func:`sketchprune.select` and :mod:`sketchprune.sketch`.
+
+Everything works on a list of 1-D *pieces* (flat views of the score tensors, cut into chunks
+of at most :data:`PIECE` elements), so a selection over many tensors never concatenates them
+and a selection over 10^9 scores needs only chunk-sized temporaries:
+
+* :func:`largest_k` keeps the k largest keys, ties at the threshold broken by the lowest index
+  (a radix select on the keys' bits, so no sort and no full-size copy);
+* :func:`piece_generators` gives each piece its own generator, seeded from the caller's, so
+  results depend on the seed alone, never on memory settings;
+* :func:`inclusion_probabilities` solves the Poisson budget ``sum_i min(1, lam w_i) = k``;
+* :func:`draw_iid` draws indices with replacement by inverse CDF (no 2^24 category limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+PIECE = 1 << 24
+"""Elements per piece. Fixed, because per-piece random streams make results depend on it."""
+
+SORT_LIMIT = 1 << 16
+"""Sets of at most this many elements are selected by one stable sort (same rule, less overhead)."""
+
+CACHE_LIMIT = 1 << 27
+"""Keys of at most this many elements in total are kept between passes; larger sets are recomputed."""
+
+_DIGIT = 16
+_MASK = (1 << _DIGIT) - 1
+
+
+def split(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Cut flat views of ``tensors`` (in order) into pieces of at most :data:`PIECE` elements."""
+    pieces: list[Tensor] = []
+    for t in tensors:
+        flat = t.reshape(-1)
+        pieces.extend(flat.split(PIECE))
+    return pieces
+
+
+def piece_generators(generator: torch.Generator | None, count: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per piece, each seeded by a draw from ``generator`` (the global RNG if None)."""
+    src_device = generator.device if generator is not None else torch.device("cpu")
+    seeds = torch.randint(0, 2**62, (count,), generator=generator, device=src_device).tolist()
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def uniform(piece: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform draws in (0, 1) shaped like ``piece`` (never exactly 0, so logs stay finite)."""
+    u = torch.rand(piece.shape, generator=generator, device=piece.device, dtype=piece.dtype)
+    return u.clamp_min_(torch.finfo(piece.dtype).tiny)
+
+
+def gumbel(piece: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard Gumbel noise ``-log(E)``, ``E ~ Exp(1)``, shaped like ``piece``."""
+    return uniform(piece, generator).log_().neg_().log_().neg_()
+
+
+def ordered_int(x: Tensor) -> Tensor:
+    """Map float32/float64 ``x`` to integers with the same order (-0.0 is mapped like +0.0)."""
+    if x.dtype == torch.float32:
+        i = x.contiguous().view(torch.int32)
+        sign_free = 0x7FFFFFFF
+        bits = 32
+    elif x.dtype == torch.float64:
+        i = x.contiguous().view(torch.int64)
+        sign_free = 0x7FFFFFFFFFFFFFFF
+        bits = 64
+    else:  # pragma: no cover - callers convert first
+        raise TypeError(f"ordered_int needs float32 or float64, got {x.dtype}")
+    i = torch.where(i == torch.iinfo(i.dtype).min, torch.zeros((), dtype=i.dtype, device=i.device), i)
+    return i ^ ((i >> (bits - 1)) & sign_free)
+
+
+class _Keys:
+    """Order-preserving integer keys of each piece, cached when small enough, else recomputed."""
+
+    def __init__(self, count: int, make: Callable[[int], Tensor], cache: bool) -> None:
+        self.count = count
+        self._make = make
+        self._cache: list[Tensor | None] | None = [None] * count if cache else None
+
+    def __getitem__(self, j: int) -> Tensor:
+        if self._cache is None:
+            return ordered_int(self._make(j))
+        if self._cache[j] is None:
+            self._cache[j] = ordered_int(self._make(j))
+        return self._cache[j]  # type: ignore[return-value]
+
+
+def largest_k(
+    sizes: Sequence[int], make_key: Callable[[int], Tensor], k: int, outs: Sequence[Tensor]
+) -> None:
+    """Set ``outs[j]`` (bool pieces) to keep the ``k`` largest keys over all pieces.
+
+    ``make_key(j)`` returns the float keys of piece ``j``; it is called again per pass for big
+    sets, so it must be deterministic. Ties at the threshold keep the lowest indices first,
+    so exactly ``k`` are kept whatever the ties.
+    """
+    total = sum(sizes)
+    if k <= 0 or k >= total:
+        for o in outs:
+            o.fill_(k >= total and total > 0)
+        return
+    if total <= SORT_LIMIT:
+        keys_all = torch.cat([ordered_int(make_key(j)) for j in range(len(sizes))])
+        order = torch.sort(keys_all, descending=True, stable=True).indices
+        flat = torch.zeros(total, dtype=torch.bool, device=keys_all.device)
+        flat[order[:k]] = True
+        for o, part in zip(outs, flat.split(list(sizes))):
+            o.copy_(part)
+        return
+    keys = _Keys(len(sizes), make_key, cache=total <= CACHE_LIMIT)
+    probe = keys[0]
+    digits = 4 if probe.dtype == torch.int64 else 2
+    need = k
+    prefix = 0  # value of (key >> shift) shared by all remaining candidates
+    for level in range(digits):
+        shift = _DIGIT * (digits - 1 - level)
+        hist = torch.zeros(1 << _DIGIT, dtype=torch.int64, device=probe.device)
+        for j in range(keys.count):
+            kj = keys[j]
+            if level > 0:
+                kj = kj[(kj >> (shift + _DIGIT)) == prefix]
+            d = kj >> shift
+            d = d + (1 << (_DIGIT - 1)) if level == 0 else d & _MASK
+            hist += torch.bincount(d.long(), minlength=1 << _DIGIT)
+        above = hist.flip(0).cumsum(0)
+        pos = int(torch.searchsorted(above, torch.tensor([need], device=above.device)).item())
+        digit = (1 << _DIGIT) - 1 - pos
+        need -= int(above[pos].item()) - int(hist[digit].item())
+        prefix = digit - (1 << (_DIGIT - 1)) if level == 0 else (prefix << _DIGIT) | digit
+    threshold = prefix
+    for j in range(keys.count):
+        kj = keys[j]
+        keep = kj > threshold
+        if need > 0:
+            tie = kj == threshold
+            rank = tie.cumsum(0)
+            take = tie & (rank <= need)
+            need -= int(take.sum().item())
+            keep |= take
+        outs[j].copy_(keep)
+
+
+def inclusion_probabilities(weights: Sequence[Tensor], k: float, max_rounds: int = 200) -> Callable[[Tensor], Tensor]:
+    """Solve ``sum_i pi_i = k`` for Poisson sampling with ``pi_i = min(1, lam * w_i)``.
+
+    ``weights`` are non-negative pieces. Returns a function mapping a weight piece to its
+    inclusion probabilities. If fewer than ``k`` weights are positive, every positive weight
+    gets ``pi = 1`` and the rest of the budget is spread evenly over the zero weights.
+    Water-filling: ``lam = (k - #capped) / (sum of uncapped w)``, repeated until the capped set
+    stops growing (it only grows, so this ends; usually in a handful of rounds).
+    """
+    positive = sum(int((w > 0).sum().item()) for w in weights)
+    total = sum(w.numel() for w in weights)
+    if k >= positive:
+        zeros = total - positive
+        fill = (k - positive) / zeros if zeros else 0.0
+        return lambda w: torch.where(w > 0, torch.ones_like(w), torch.full_like(w, min(1.0, fill)))
+    top = max(float(w.max().item()) for w in weights)  # rescale to max 1: no overflow in lam
+
+    def scaled(w: Tensor) -> Tensor:
+        return w.double() / top
+
+    lam = k / sum(float(scaled(w).sum().item()) for w in weights)
+    capped = -1
+    for _ in range(max_rounds):
+        cut = 1.0 / lam
+        n_cap = sum(int((scaled(w) >= cut).sum().item()) for w in weights)
+        if n_cap == capped or n_cap >= k:  # settled, or the capped set alone fills the budget
+            break
+        capped = n_cap
+        rest = 0.0
+        for w in weights:
+            sw = scaled(w)
+            rest += float(sw[sw < cut].sum().item())
+        if rest <= 0:
+            break
+        lam = (k - n_cap) / rest
+    final = lam
+    return lambda w: (scaled(w) * final).clamp_(max=1.0).to(w.dtype)
+
+
+def draw_iid(weights: Sequence[Tensor], count: int, generator: torch.Generator | None) -> Tensor:
+    """Draw ``count`` global indices i.i.d. with probability proportional to ``weights`` (pieces).
+
+    Inverse-CDF sampling with float64 cumulative sums, so any number of categories works.
+    Returns int64 indices in draw order.
+    """
+    device = weights[0].device
+    totals = torch.stack([w.sum(dtype=torch.float64) for w in weights])
+    piece_cdf = totals.cumsum(0)
+    grand = piece_cdf[-1]
+    if not bool(grand > 0):
+        raise ValueError("all sampling weights are zero")
+    u = torch.rand(count, generator=generator, device=generator.device if generator else device, dtype=torch.float64)
+    u = u.to(device) * grand
+    which = torch.searchsorted(piece_cdf, u, right=True).clamp_(max=len(weights) - 1)
+    starts = [0]
+    for w in weights[:-1]:
+        starts.append(starts[-1] + w.numel())
+    out = torch.empty(count, dtype=torch.int64, device=device)
+    for j, w in enumerate(weights):
+        sel = which == j
+        if not bool(sel.any()):
+            continue
+        local = u[sel] - (piece_cdf[j - 1] if j else 0.0)
+        cdf = w.double().cumsum(0)
+        idx = torch.searchsorted(cdf, local, right=True).clamp_(max=w.numel() - 1)
+        # land on a positive weight even when rounding puts the draw on a zero-weight neighbour
+        idx = _nearest_positive(w, idx)
+        out[sel] = idx + starts[j]
+    return out
+
+
+def _nearest_positive(w: Tensor, idx: Tensor) -> Tensor:
+    """Move indices that hit a zero weight (a float rounding edge) back to the previous positive one."""
+    bad = w[idx] <= 0
+    if not bool(bad.any()):
+        return idx
+    positive_pos = torch.nonzero(w > 0).squeeze(1)
+    j = torch.searchsorted(positive_pos, idx[bad], right=True) - 1
+    idx = idx.clone()
+    idx[bad] = positive_pos[j.clamp_(min=0)]
+    return idx

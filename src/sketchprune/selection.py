@@ -1,0 +1,226 @@
+"""Turn scores into masks: deterministic top-k, or a mask *sampled* the way sketching samples (SPEC 3.6).
+
+Rules, all tested:
+
+* ``mode="topk"`` and ``scheme="exact"`` keep exactly ``round(density * total)`` entries per budget
+  (the whole set for ``scope="global"``, each tensor for ``scope="layer"``). A tie at the
+  top-k threshold keeps the lowest flat indices first (tensors in mapping order).
+* Sampling weights are ``w_i = s_i ** power`` (computed in log space, so scores from 1e-300 to
+  1e300 work; ``log_scores=True`` takes ``log s`` directly, ``-inf`` meaning zero). ``power=0``
+  is uniform random pruning and ``power=inf`` is top-k.
+* Zero scores: a zero-weight entry is never kept while positive-weight entries remain. When the
+  budget exceeds the number of positive weights, all positive ones are kept and the rest is
+  drawn uniformly among the zero-weight entries (for "poisson": each zero entry gets the
+  leftover budget as its inclusion probability).
+* ``scheme="exact"``: successive sampling without replacement proportional to ``w`` (exponential
+  race / Gumbel-top-k). ``"poisson"``: independent keeps with ``pi_i = min(1, lam w_i)``,
+  ``sum pi = k`` (the kept count is random with mean k). ``"iid"``: draws with replacement until
+  k distinct indices are kept; the kept *set* then has the same law as "exact", and after 20
+  rounds of draws the remainder is completed by "exact" on the entries not yet kept (the same
+  conditional law), so heavy tails never stall it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from sketchprune import sampling
+from sketchprune.errors import SketchpruneError, check
+
+Scores = Union[Tensor, Mapping[str, Tensor]]
+MODES = ("topk", "sample")
+SCHEMES = ("exact", "poisson", "iid")
+SCOPES = ("global", "layer")
+
+
+def budget(density: float, total: int) -> int:
+    """Number of entries kept at ``density`` out of ``total``: ``round(density * total)``."""
+    return int(round(density * total))
+
+
+def select(
+    scores: Scores,
+    density: float | Mapping[str, float],
+    *,
+    mode: str = "topk",
+    scheme: str = "exact",
+    power: float = 1.0,
+    scope: str = "global",
+    generator: torch.Generator | None = None,
+    log_scores: bool = False,
+) -> Tensor | dict[str, Tensor]:
+    """Boolean masks keeping a ``density`` fraction of ``scores`` (a tensor or a name -> tensor mapping).
+
+    ``density`` may be a name -> density mapping with ``scope="layer"``. See the module docstring
+    for the exact rules on counts, ties, zero scores and schemes.
+    """
+    single = isinstance(scores, Tensor)
+    named: dict[str, Tensor] = {"": scores} if single else dict(scores)  # type: ignore[arg-type]
+    _validate(named, density, mode, scheme, power, scope, log_scores)
+    if mode == "sample" and math.isinf(power):
+        mode = "topk"
+    names = list(named)
+    if scope == "global":
+        groups = [names]
+        dens = {n: float(density) for n in names}  # type: ignore[arg-type]
+    else:
+        groups = [[n] for n in names]
+        dens = {n: float(density[n] if isinstance(density, Mapping) else density) for n in names}
+    out = {n: torch.zeros(named[n].shape, dtype=torch.bool, device=named[n].device) for n in names}
+    for group in groups:
+        total = sum(named[n].numel() for n in group)
+        k = budget(dens[group[0]], total)
+        check(
+            k >= 1,
+            f"density {dens[group[0]]:g} keeps 0 of {total} entries{' in ' + group[0] if group[0] else ''}; "
+            f"raise the density to at least {1 / total:.3g}",
+        )
+        _select_group([named[n] for n in group], [out[n] for n in group], k, mode, scheme, power, generator, log_scores)
+    return out[""] if single else out
+
+
+def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
+    check(mode in MODES, f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    check(scheme in SCHEMES, f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
+    check(scope in SCOPES, f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    check(len(named) > 0 and sum(t.numel() for t in named.values()) > 0, "scores are empty; pass at least one score")
+    check(
+        mode == "sample" or (scheme == "exact" and power == 1.0),
+        "scheme and power only apply to mode='sample'; drop them or set mode='sample'",
+    )
+    check(not math.isnan(power) and power >= 0, f"power must be >= 0 (0 = random, inf = top-k), got {power}")
+    dens = density.values() if isinstance(density, Mapping) else [density]
+    if isinstance(density, Mapping):
+        check(scope == "layer", "per-layer densities need scope='layer'")
+        missing = [n for n in named if n not in density]
+        if missing:
+            raise SketchpruneError(f"no density given for {missing[0]!r}; give one density per scored tensor")
+    for d in dens:
+        check(
+            isinstance(d, (int, float)) and 0 < d <= 1,
+            f"density must be in (0, 1], got {d!r}; for a compression ratio C use density 1/C",
+        )
+    for name, t in named.items():
+        what = f"scores for {name!r}" if name else "scores"
+        check(t.is_floating_point(), f"{what} must be a float tensor, got {t.dtype}; convert with .float()")
+        if log_scores:
+            check(not bool(torch.isnan(t).any()), f"{what} contain NaN; pass finite log-scores (-inf for zero)")
+            check(not bool(torch.isposinf(t).any()), f"{what} contain +inf; pass finite log-scores")
+        else:
+            if t.numel() and not bool(torch.isfinite(t).all()):
+                bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
+                raise SketchpruneError(
+                    f"{what} contain {bad}; pass finite scores (or log-scores with log_scores=True)"
+                )
+            if mode == "sample":
+                check(
+                    not bool((t < 0).any()),
+                    f"{what} are negative; sampling needs non-negative scores (map signed scores first, "
+                    "e.g. sketchprune.scorers.nonnegative)",
+                )
+
+
+def _as_float(t: Tensor) -> Tensor:
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) -> None:
+    pieces = sampling.split([_as_float(t.detach()) for t in tensors])
+    out_pieces = sampling.split(outs)
+    sizes = [p.numel() for p in pieces]
+    if mode == "topk":
+        sampling.largest_k(sizes, lambda j: pieces[j], k, out_pieces)
+        return
+    device = pieces[0].device
+
+    def log_weight(j: int) -> Tensor:
+        p = pieces[j]
+        if power == 0:
+            return torch.zeros_like(p)
+        lw = p if log_scores else p.log()
+        return lw * power if power != 1 else lw
+
+    if scheme == "exact":
+        gens = sampling.piece_generators(generator, len(pieces), device)
+        positive = sum(int((log_weight(j) > -math.inf).sum().item()) for j in range(len(pieces)))
+
+        def key(j: int) -> Tensor:
+            lw = log_weight(j)
+            g = sampling.gumbel(lw, torch.Generator(device=device).set_state(gens[j].get_state()))
+            if k <= positive:
+                return lw + g
+            return torch.where(lw > -math.inf, torch.full_like(lw, math.inf), g)
+
+        sampling.largest_k(sizes, key, k, out_pieces)
+        return
+
+    top = max(float(log_weight(j).max().item()) for j in range(len(pieces)))
+    weights = [
+        (log_weight(j) - top).exp_() if top > -math.inf else torch.zeros_like(pieces[j]) for j in range(len(pieces))
+    ]
+    if scheme == "poisson":
+        pi = sampling.inclusion_probabilities(weights, k)
+        gens = sampling.piece_generators(generator, len(pieces), device)
+        for j, w in enumerate(weights):
+            out_pieces[j].copy_(sampling.uniform(w, gens[j]) < pi(w))
+        return
+    _iid_distinct(weights, out_pieces, k, generator, log_weight)
+
+
+def _iid_distinct(weights, out_pieces, k, generator, log_weight, rounds: int = 20) -> None:
+    """Draw with replacement until ``k`` distinct indices are kept (see the module docstring)."""
+    positive = sum(int((w > 0).sum().item()) for w in weights)
+    if k > positive:  # zero rule: keep every positive weight, fill uniformly among zeros
+        for o, w in zip(out_pieces, weights):
+            o.copy_(w > 0)
+        _complete_exact(weights, out_pieces, k - positive, generator, lambda j: torch.zeros_like(weights[j]))
+        return
+    starts = [0]
+    for w in weights:
+        starts.append(starts[-1] + w.numel())
+    bounds = torch.tensor(starts[1:-1], device=weights[0].device)
+    got = 0
+    for _ in range(rounds):
+        if got >= k:
+            return
+        draws = sampling.draw_iid(weights, 2 * (k - got) + 64, generator)
+        which = torch.searchsorted(bounds, draws, right=True)
+        fresh = torch.ones_like(draws, dtype=torch.bool)
+        for j, o in enumerate(out_pieces):
+            sel = which == j
+            if bool(sel.any()):
+                fresh[sel] = ~o[draws[sel] - starts[j]]
+        cand = draws[fresh]
+        order = torch.arange(draws.numel(), device=draws.device)[fresh]
+        uniq, inv = torch.unique(cand, return_inverse=True)
+        first = torch.full((uniq.numel(),), draws.numel(), dtype=torch.int64, device=draws.device)
+        first.scatter_reduce_(0, inv, order, reduce="amin")
+        chosen = uniq[first.argsort()[: k - got]]
+        which_c = torch.searchsorted(bounds, chosen, right=True)
+        for j, o in enumerate(out_pieces):
+            sel = which_c == j
+            o[chosen[sel] - starts[j]] = True
+        got += chosen.numel()
+    if got < k:
+        _complete_exact(weights, out_pieces, k - got, generator, log_weight)
+
+
+def _complete_exact(weights, out_pieces, k, generator, log_weight) -> None:
+    """Add ``k`` entries not yet kept, by successive sampling proportional to the weights."""
+    device = weights[0].device
+    gens = sampling.piece_generators(generator, len(weights), device)
+    extra = [torch.zeros_like(o) for o in out_pieces]
+
+    def key(j: int) -> Tensor:
+        lw = log_weight(j)
+        g = sampling.gumbel(lw, torch.Generator(device=device).set_state(gens[j].get_state()))
+        return torch.where(out_pieces[j], torch.full_like(lw, -math.inf), lw + g)
+
+    sampling.largest_k([w.numel() for w in weights], key, k, extra)
+    for o, e in zip(out_pieces, extra):
+        o |= e

@@ -1,0 +1,109 @@
+"""Masks: reports, exact zeros through optimizer steps, files, torch.nn.utils.prune export."""
+
+import pytest
+import torch
+from torch import nn
+
+from sketchprune import Masks, SketchpruneError, select
+
+
+def small_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))
+
+
+def random_masks(model, density=0.3, seed=0):
+    scores = {n: p.detach().abs() for n, p in model.named_parameters() if n.endswith("weight")}
+    return Masks(select(scores, density, mode="sample", generator=torch.Generator().manual_seed(seed)))
+
+
+def test_density_reports():
+    m = Masks({"a": torch.tensor([True, False, False, False]), "b": torch.zeros(2, 3, dtype=torch.bool)})
+    assert m.density() == pytest.approx(1 / 10)
+    assert m.layer_density() == {"a": 0.25, "b": 0.0}
+    assert m.collapsed() == ["b"]
+    rep = m.report()
+    assert rep["kept"] == 1 and rep["total"] == 10 and rep["layers"][1]["shape"] == [2, 3]
+    assert "COLLAPSED" in m.table()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+        lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
+    ],
+    ids=["sgd-momentum-wd", "sgd-nesterov", "adam", "adamw", "rmsprop"],
+)
+def test_pruned_weights_stay_exactly_zero(make_opt):
+    model = small_net()
+    masks = random_masks(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    handle = masks.apply(model)
+    opt = make_opt(model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        x = torch.randn(32, 10, generator=gen)
+        y = torch.randint(0, 3, (32,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert bool((params[n][~m] == 0).all()), n
+        assert not torch.equal(params[n][m], before[n][m])  # kept weights trained
+    handle.remove()
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_net()
+    masks = random_masks(model)
+    path = masks.save(tmp_path / "m.safetensors", metadata={"method": "magnitude"})
+    back = Masks.load(path)
+    assert list(back) == list(masks) and all(torch.equal(back[n], masks[n]) for n in masks)
+    assert Masks.load_metadata(path) == {"method": "magnitude"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_mismatched_model_errors():
+    masks = random_masks(small_net())
+    other = nn.Sequential(nn.Linear(10, 21), nn.ReLU(), nn.Linear(21, 3))
+    with pytest.raises(SketchpruneError, match="has shape"):
+        masks.apply(other)
+    renamed = nn.Sequential(nn.Identity(), nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))
+    with pytest.raises(SketchpruneError, match="names no parameter"):
+        masks.apply(renamed)
+
+
+def test_corrupt_and_versioned_files(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(SketchpruneError, match="corrupt"):
+        Masks.load(bad)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "v2.safetensors"
+    save_file({"a": torch.ones(2, dtype=torch.bool)}, other,
+              metadata={"format": "sketchprune.masks", "format_version": "2", "shapes": '{"a": [2]}'})
+    with pytest.raises(SketchpruneError, match="format version 2"):
+        Masks.load(other)
+    with pytest.raises(SketchpruneError, match="does not exist"):
+        Masks.load(tmp_path / "missing.safetensors")
+
+
+def test_export_to_torch_prune():
+    model = small_net()
+    masks = random_masks(model)
+    dense = {n: p.detach().clone() for n, p in model.named_parameters()}
+    masks.to_torch_prune(model)
+    lin = model[0]
+    assert torch.equal(lin.weight_mask.bool(), masks["0.weight"])
+    assert torch.equal(lin.weight, dense["0.weight"] * masks["0.weight"])
+
+
+def test_masks_need_bool_tensors():
+    with pytest.raises(SketchpruneError, match="bool"):
+        Masks({"a": torch.ones(3)})
