@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from sketchprune.errors import SketchpruneError
 from sketchprune.masks import Masks
+from sketchprune.pruning import prune
 from sketchprune.selection import select
 
-__all__ = ["Masks", "SketchpruneError", "select", "__version__"]
+__all__ = ["Masks", "SketchpruneError", "prune", "select", "__version__"]

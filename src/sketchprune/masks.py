@@ -28,7 +28,8 @@ _PRUNED = "_sketchprune_pruned"  # attribute on a masked Parameter: bool tensor,
 class Masks(Mapping[str, Tensor]):
     """Name -> bool tensor (True = keep). Build with ``Masks(mapping)``."""
 
-    def __init__(self, mapping: Mapping[str, Tensor]) -> None:
+    def __init__(self, mapping: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
+        self.meta: dict[str, Any] = dict(meta or {})  # how the masks were made (prune fills it)
         self._masks: dict[str, Tensor] = {}
         for name, m in mapping.items():
             check(isinstance(m, Tensor), f"mask for {name!r} is not a tensor; pass bool tensors")
@@ -148,7 +149,7 @@ class Masks(Mapping[str, Tensor]):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "shapes": json.dumps({n: list(m.shape) for n, m in self._masks.items()}),
-            "user": json.dumps(dict(metadata or {})),
+            "user": json.dumps(dict(self.meta if metadata is None else metadata)),
         }
         tensors = {n: m.detach().to("cpu").contiguous() for n, m in self._masks.items()}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -187,7 +188,7 @@ class Masks(Mapping[str, Tensor]):
         shapes = json.loads(meta.get("shapes", "{}"))
         for n, t in tensors.items():
             check(list(t.shape) == shapes.get(n), f"{path} is corrupt: shape of {n!r} disagrees with its header")
-        return cls(tensors)
+        return cls(tensors, meta=json.loads(meta.get("user", "{}")))
 
     @staticmethod
     def load_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-PIECE = 1 << 24
+PIECE = 1 << 22
 """Elements per piece. Fixed, because per-piece random streams make results depend on it."""
 
 SORT_LIMIT = 1 << 16
@@ -71,8 +71,10 @@ def ordered_int(x: Tensor) -> Tensor:
         bits = 64
     else:  # pragma: no cover - callers convert first
         raise TypeError(f"ordered_int needs float32 or float64, got {x.dtype}")
-    i = torch.where(i == torch.iinfo(i.dtype).min, torch.zeros((), dtype=i.dtype, device=i.device), i)
-    return i ^ ((i >> (bits - 1)) & sign_free)
+    i = i.masked_fill(i == torch.iinfo(i.dtype).min, 0)  # -0.0 -> +0.0 (also the one full-size copy)
+    flip = i >> (bits - 1)
+    flip &= sign_free
+    return i.bitwise_xor_(flip)
 
 
 class _Keys:
@@ -127,7 +129,7 @@ def largest_k(
                 kj = kj[(kj >> (shift + _DIGIT)) == prefix]
             d = kj >> shift
             d = d + (1 << (_DIGIT - 1)) if level == 0 else d & _MASK
-            hist += torch.bincount(d.long(), minlength=1 << _DIGIT)
+            hist += torch.bincount(d, minlength=1 << _DIGIT)
         above = hist.flip(0).cumsum(0)
         pos = int(torch.searchsorted(above, torch.tensor([need], device=above.device)).item())
         digit = (1 << _DIGIT) - 1 - pos

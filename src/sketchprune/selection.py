@@ -108,21 +108,24 @@ def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
     for name, t in named.items():
         what = f"scores for {name!r}" if name else "scores"
         check(t.is_floating_point(), f"{what} must be a float tensor, got {t.dtype}; convert with .float()")
-        if log_scores:
-            check(not bool(torch.isnan(t).any()), f"{what} contain NaN; pass finite log-scores (-inf for zero)")
-            check(not bool(torch.isposinf(t).any()), f"{what} contain +inf; pass finite log-scores")
-        else:
-            if t.numel() and not bool(torch.isfinite(t).all()):
-                bad = "NaN" if bool(torch.isnan(t).any()) else "inf"
-                raise SketchpruneError(
-                    f"{what} contain {bad}; pass finite scores (or log-scores with log_scores=True)"
-                )
-            if mode == "sample":
-                check(
-                    not bool((t < 0).any()),
-                    f"{what} are negative; sampling needs non-negative scores (map signed scores first, "
-                    "e.g. sketchprune.scorers.nonnegative)",
-                )
+        for piece in sampling.split([t.detach()]):  # piece by piece: no full-size temporaries
+            _check_piece(piece, what, mode, log_scores)
+
+
+def _check_piece(piece: Tensor, what: str, mode: str, log_scores: bool) -> None:
+    if bool(torch.isnan(piece).any()):
+        raise SketchpruneError(f"{what} contain NaN; pass finite scores (check the model and data for overflow)")
+    if log_scores:
+        check(not bool(torch.isposinf(piece).any()), f"{what} contain +inf; pass finite log-scores (-inf for zero)")
+        return
+    if bool(torch.isinf(piece).any()):
+        raise SketchpruneError(f"{what} contain inf; pass finite scores (or log-scores with log_scores=True)")
+    if mode == "sample":
+        check(
+            not bool((piece < 0).any()),
+            f"{what} are negative; sampling needs non-negative scores (map signed scores first, "
+            "e.g. sketchprune.scorers.nonnegative)",
+        )
 
 
 def _as_float(t: Tensor) -> Tensor:

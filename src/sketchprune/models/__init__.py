@@ -1,0 +1,41 @@
+"""Model registry: ``create(name, num_classes=10, **options)`` and ``names()``.
+
+Every model is a plain ``nn.Module`` built from standard layers; pruning and training work on
+any other ``nn.Module`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from sketchprune.errors import SketchpruneError
+from sketchprune.models import convnets, linear, resnets, vgg
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "mlp": convnets.mlp,
+    "conv": convnets.small_conv,
+    "conv1d": convnets.conv1d,
+    "deep-linear": linear.deep_linear,
+    "resnet18": resnets.resnet18,
+    "wrn": resnets.wide_resnet,
+    **{f"vgg{d}": vgg.factory(d, batch_norm=False) for d in (11, 13, 16, 19)},
+    **{f"vgg{d}_bn": vgg.factory(d, batch_norm=True) for d in (11, 13, 16, 19)},
+    **{f"resnet{d}": resnets.cifar_factory(d) for d in (20, 32, 44, 56, 110)},
+}
+
+
+def names() -> list[str]:
+    """Names accepted by :func:`create`."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str, *, num_classes: int = 10, **options) -> nn.Module:
+    """Build model ``name`` (see :func:`names`); options such as ``input_shape``, ``width``, ``depth``."""
+    if name not in _REGISTRY:
+        raise SketchpruneError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    try:
+        return _REGISTRY[name](num_classes=num_classes, **options)
+    except TypeError as e:
+        raise SketchpruneError(f"bad option for model {name!r}: {e}") from None

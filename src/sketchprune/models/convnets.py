@@ -1,0 +1,42 @@
+"""Small models for quick runs: an MLP, a small 2-D conv net and a 1-D conv net (MNIST-1D)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+
+def mlp(*, num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), width: int = 256,
+        depth: int = 2) -> nn.Module:
+    """``depth`` hidden ReLU layers of ``width`` units on the flattened input."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    fan_in = math.prod(input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(fan_in, width), nn.ReLU()]
+        fan_in = width
+    layers.append(nn.Linear(fan_in, num_classes))
+    return nn.Sequential(*layers)
+
+
+def small_conv(*, num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), width: int = 32) -> nn.Module:
+    """Two conv-BN-ReLU-pool stages and a linear classifier."""
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+    )
+
+
+def conv1d(*, num_classes: int = 10, input_shape: tuple[int, ...] = (40,), width: int = 32) -> nn.Module:
+    """Three 1-D conv-ReLU layers (stride 2) and a linear classifier, sized for MNIST-1D (length 40)."""
+    c, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape[:2]
+    layers: list[nn.Module] = [nn.Unflatten(1, (c, length))] if len(input_shape) == 1 else []
+    layers += [
+        nn.Conv1d(c, width, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv1d(width, width, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(width * math.ceil(length / 8), num_classes),
+    ]
+    return nn.Sequential(*layers)

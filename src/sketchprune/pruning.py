@@ -1,0 +1,266 @@
+"""``prune(model, method, density, ...)``: pruning at initialization for any ``nn.Module``.
+
+Flow of one call: pick the prunable parameters -> for each round of the schedule, score the
+masked working copy and select among the surviving weights -> sanity-check options -> Masks.
+The caller's model is never touched: scoring runs on a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sketchprune import scorers
+from sketchprune.errors import SketchpruneError, check
+from sketchprune.masks import Masks
+from sketchprune.selection import budget, select
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+DEFAULT_ITERATIONS = {"synflow": 100, "iterative_snip": 10}
+SCHEDULES = ("exponential", "linear")
+SCOPES = ("global", "layer", "erk")
+
+
+class LayerCollapseWarning(UserWarning):
+    """A layer was pruned to nothing: the network is cut there."""
+
+
+def prunable_parameters(
+    model: nn.Module, *, include_bias: bool = False, include_norm: bool = False, exclude: Sequence[str] = ()
+) -> dict[str, nn.Parameter]:
+    """Name -> parameter for the weights of Linear/Conv layers (plus biases / norm weights by option).
+
+    ``exclude`` holds glob patterns on parameter names, e.g. ``("*shortcut*", "fc.*")``.
+    """
+    out: dict[str, nn.Parameter] = {}
+    for mname, m in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        for pname, p in m.named_parameters(recurse=False):
+            name = prefix + pname
+            if isinstance(m, WEIGHT_LAYERS):
+                take = pname == "weight" or (include_bias and pname == "bias")
+            elif isinstance(m, NORM_LAYERS):
+                take = include_norm and pname == "weight"
+            else:
+                take = False
+            if take and not any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
+                out[name] = p
+    return out
+
+
+def round_densities(density: float, iterations: int, schedule: str) -> list[float]:
+    """Density after each of ``iterations`` rounds, ending at ``density``."""
+    check(schedule in SCHEDULES, f"unknown schedule {schedule!r}; use {' or '.join(SCHEDULES)}")
+    r = range(1, iterations + 1)
+    if schedule == "exponential":
+        return [density ** (i / iterations) for i in r]
+    return [1 - (1 - density) * i / iterations for i in r]
+
+
+def erk_densities(shapes: dict[str, Sequence[int]], density: float) -> dict[str, float]:
+    """Erdős–Rényi-kernel per-layer densities (Evci et al. 2020) with the overall ``density``.
+
+    ``d_l ∝ sum(shape_l) / prod(shape_l)``, scaled to hit the budget; layers that would exceed 1
+    are made dense and the rest re-scaled.
+    """
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: sum(s) / math.prod(s) for n, s in shapes.items()}
+    total = sum(sizes.values())
+    dense: set[str] = set()
+    while True:
+        budget_left = density * total - sum(sizes[n] for n in dense)
+        free = [n for n in shapes if n not in dense]
+        eps = budget_left / sum(raw[n] * sizes[n] for n in free)
+        over = [n for n in free if eps * raw[n] > 1]
+        if not over:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense.update(over)
+
+
+@dataclass
+class PruneInfo:
+    """What happened in a ``prune`` call (kept in ``Masks.meta``)."""
+
+    method: str
+    density: float
+    mode: str
+    scope: str
+    iterations: int
+    schedule: str
+    round_densities: list[float]
+    collapsed: list[str]
+
+
+def _batches(data: Any) -> list[tuple[Tensor, Tensor]] | None:
+    if data is None:
+        return None
+    out = []
+    for item in data:
+        check(isinstance(item, (tuple, list)) and len(item) >= 2,
+              "data must yield (inputs, targets) batches, e.g. a DataLoader or [(x, y)]")
+        out.append((item[0], item[1]))
+    return out
+
+
+def prune(
+    model: nn.Module,
+    method: str,
+    density: float,
+    *,
+    mode: str = "topk",
+    scope: str = "global",
+    iterations: int | None = None,
+    schedule: str = "exponential",
+    data: Iterable | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Masks:
+    """Masks keeping a ``density`` fraction of ``model``'s prunable weights, chosen by ``method``.
+
+    Options: ``scheme`` / ``power`` (sampling), ``sample_rounds`` ("all" or "last"),
+    ``signed_map`` (for grasp with mode="sample"), ``include_bias``, ``include_norm``,
+    ``exclude`` (glob patterns), ``shuffle`` / ``invert`` (sanity checks), ``on_collapse``
+    ("warn" or "error"), ``input_shape`` (data-free scorers), ``train_mode`` (score in train
+    mode; default eval), and scorer options (``grasp_temperature``, ``ntk_samples``).
+    The model's weights, ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
+    """
+    known = {"scheme", "power", "sample_rounds", "signed_map", "include_bias", "include_norm", "exclude",
+             "shuffle", "invert", "on_collapse", "input_shape", "train_mode", "grasp_temperature",
+             "ntk_samples", "ntk_chunk"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SketchpruneError(f"unknown prune option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
+    if method not in scorers.SCORERS:
+        raise SketchpruneError(f"unknown method {method!r}; known methods: {', '.join(sorted(scorers.SCORERS))}")
+    check(scope in SCOPES, f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    check(isinstance(density, (int, float)) and 0 < density <= 1,
+          f"density must be in (0, 1], got {density!r}; for a compression ratio C use density 1/C")
+    iterations = DEFAULT_ITERATIONS.get(method, 1) if iterations is None else iterations
+    check(isinstance(iterations, int) and iterations >= 1, f"iterations must be an integer >= 1, got {iterations!r}")
+    on_collapse = options.get("on_collapse", "warn")
+    check(on_collapse in ("warn", "error"), "on_collapse must be 'warn' or 'error'")
+    sample_rounds = options.get("sample_rounds", "all")
+    check(sample_rounds in ("all", "last"), "sample_rounds must be 'all' or 'last'")
+    batches = _batches(data)
+    if method in scorers.NEEDS_DATA and not batches:
+        raise SketchpruneError(
+            f"method {method!r} needs data: pass data=[(inputs, targets), ...] (a DataLoader works), "
+            "or use a data-free method (random, magnitude, synflow, ntk)"
+        )
+
+    work = copy.deepcopy(model)
+    params = prunable_parameters(work, include_bias=options.get("include_bias", False),
+                                 include_norm=options.get("include_norm", False),
+                                 exclude=tuple(options.get("exclude", ())))
+    check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
+          "check exclude= or pass include_norm=True / include_bias=True")
+    total = sum(p.numel() for p in params.values())
+    check(budget(density, total) >= 1,
+          f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / total:.3g}")
+    device = next(iter(params.values())).device
+    generator = torch.Generator().manual_seed(seed)
+    opts = dict(options)
+    if "input_shape" not in opts and batches:
+        opts["input_shape"] = tuple(batches[0][0].shape[1:])
+    for p in work.parameters():
+        p.requires_grad_(True)
+    work.train(bool(options.get("train_mode", False)))
+
+    dens_schedule = round_densities(density, iterations, schedule)
+    masks = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
+    originals = {n: p.detach().clone() for n, p in params.items()}
+    for r, d in enumerate(dens_schedule):
+        round_model = copy.deepcopy(work) if method == "synflow" else work
+        round_params = prunable_parameters(round_model, include_bias=options.get("include_bias", False),
+                                           include_norm=options.get("include_norm", False),
+                                           exclude=tuple(options.get("exclude", ())))
+        with torch.no_grad():
+            for n, p in round_params.items():
+                p.copy_(originals[n] * masks[n])
+        ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
+        scores = scorers.SCORERS[method](ctx)
+        last = r == len(dens_schedule) - 1
+        round_mode = mode if (last or sample_rounds == "all") else "topk"
+        masks = _select_round(scores, masks, d, round_mode, scope, method, generator, opts, total)
+
+    if options.get("shuffle"):
+        masks = shuffle_within_layers(masks, generator)
+    result = Masks({n: m.cpu() for n, m in masks.items()})
+    collapsed = result.collapsed()
+    result.meta = PruneInfo(method, density, mode, scope, iterations, schedule, dens_schedule, collapsed).__dict__
+    if collapsed:
+        msg = f"layer collapse: {len(collapsed)} layer(s) pruned to nothing ({', '.join(collapsed[:3])})"
+        if on_collapse == "error":
+            raise SketchpruneError(msg + "; raise the density, use scope='layer' or 'erk', or mode='sample'")
+        warnings.warn(msg, LayerCollapseWarning, stacklevel=2)
+    return result
+
+
+def _select_round(scores, masks, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:
+    """Select among surviving weights so that ``density`` of *all* prunable weights stays."""
+    for n, s in scores.items():
+        if not bool(torch.isfinite(s).all()):
+            raise SketchpruneError(f"{method} produced non-finite scores for {n!r}; check the model's initialization")
+    invert = bool(opts.get("invert"))
+    log_scores = False
+    if mode == "sample":
+        if method in scorers.SIGNED:
+            scores, log_scores = scorers.nonnegative(scores, opts.get("signed_map", "positive"))
+        if invert:  # keep the lowest-scoring: reversed weights, zero scores get the largest
+            if log_scores:
+                scores = {n: -s for n, s in scores.items()}
+            else:
+                hi = max(float(s.max()) for s in scores.values())
+                scores = {n: hi - s for n, s in scores.items()}
+    elif invert:
+        scores = {n: -s for n, s in scores.items()}
+    survivors = {n: scores[n][masks[n]].to(torch.float64 if scores[n].dtype == torch.float64 else torch.float32)
+                 for n in scores}
+    alive = {n: int(m.sum()) for n, m in masks.items()}
+    kw: dict[str, Any] = {"mode": mode, "generator": generator, "log_scores": log_scores}
+    if mode == "sample":
+        kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
+    if scope == "global":
+        keep = budget(density, total)
+        alive_total = sum(alive.values())
+        sel = select(survivors, min(1.0, keep / alive_total), **kw)
+    else:
+        per_layer = (erk_densities({n: tuple(m.shape) for n, m in masks.items()}, density) if scope == "erk"
+                     else {n: density for n in masks})
+        # a layer must keep at least one weight so that every layer stays connected
+        targets = {n: max(1, budget(per_layer[n], masks[n].numel())) for n in masks}
+        sel = select(survivors, {n: min(1.0, targets[n] / max(alive[n], 1)) for n in masks}, scope="layer", **kw)
+    out = {}
+    for n, m in masks.items():
+        new = torch.zeros_like(m)
+        new[m] = sel[n]
+        out[n] = new
+    return out
+
+
+def shuffle_within_layers(masks: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+    """Sanity check (Su et al. 2020): move each layer's kept positions at random, keeping its count."""
+    out = {}
+    for n, m in masks.items():
+        perm = torch.randperm(m.numel(), generator=generator).to(m.device)
+        out[n] = m.reshape(-1)[perm].view_as(m)
+    return out
+
+
+def reinitialize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Sanity check: re-initialize every module with ``reset_parameters`` (seeded), in place."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters") and m is not model:
+                m.reset_parameters()
+    return model
