@@ -11,3 +11,10 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_root(tmp_path_factory):
+    """Generated data (MNIST-1D) is cached in a per-session folder, never in the user's home."""
+    os.environ["SKETCHPRUNE_DATA"] = str(tmp_path_factory.mktemp("data"))
+    yield

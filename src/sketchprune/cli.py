@@ -92,19 +92,157 @@ def _register_theory() -> None:
 _register_theory()
 
 
+def _density(density: Optional[float], compression: Optional[float]) -> float:
+    if compression is not None:
+        if density is not None:
+            raise SketchpruneError("give --density or --compression, not both")
+        if not compression >= 1:
+            raise SketchpruneError(f"--compression must be >= 1 (it is 1/density), got {compression}")
+        return 1.0 / compression
+    return 0.1 if density is None else density
+
+
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Option("resnet20", "--model", help="Model name (see sketchprune.models.names())."),
+    method: str = typer.Option("synflow", "--method", help="random, magnitude, snip, grasp, synflow, ntk, ..."),
+    density: Optional[float] = typer.Option(None, "--density", help="Fraction of prunable weights kept."),
+    compression: Optional[float] = typer.Option(None, "--compression", help="1 / density (alternative)."),
+    mode: str = typer.Option("topk", "--mode", help="topk or sample."),
+    scheme: str = typer.Option("exact", "--scheme", help="exact, poisson or iid (mode sample)."),
+    power: float = typer.Option(1.0, "--power", help="Sampling weights = scores ** power (mode sample)."),
+    scope: str = typer.Option("global", "--scope", help="global, layer or erk."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Rounds (default: method's own)."),
+    schedule: str = typer.Option("exponential", "--schedule", help="exponential or linear."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data for snip/grasp/ntk (a batch of it)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Size of the data batch given to the scorer."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/prune"), "--out", help="Output folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Prune a model at initialization and write its masks and per-layer density table."""
+    import warnings
+
+    import torch
+
+    from sketchprune import data as datasets
+    from sketchprune import models
+    from sketchprune.pruning import prune
+
+    d = _density(density, compression)
+    data, shape, classes = None, (3, 32, 32), 10
+    if dataset is not None:
+        ds = datasets.load(dataset)
+        shape, classes = ds.input_shape, ds.num_classes
+        perm = torch.randperm(len(ds.train_y), generator=torch.Generator().manual_seed(seed))[:batch_size]
+        data = [(ds.train_x[perm], ds.train_y[perm])]
+    torch.manual_seed(seed)
+    net = models.create(model, num_classes=classes, input_shape=shape)
+    extra = {"scheme": scheme, "power": power} if mode == "sample" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masks = prune(net, method, d, mode=mode, scope=scope, iterations=iterations, schedule=schedule, data=data,
+                      seed=seed, input_shape=shape, **extra)
+    files = {"masks": masks.save(out / "masks.safetensors"),
+             "json": write_json(out / "density.json", {**masks.report(), "meta": masks.meta})}
+    result = {"model": model, "method": method, **masks.report(), "meta": masks.meta}
+    if as_json:
+        emit(result, True, [], files)
+        return
+    typer.echo(masks.table())
+    if masks.collapsed():
+        typer.echo(f"warning: layer collapse in {', '.join(masks.collapsed())}", err=True)
+    emit({}, False, [], files)
+
+
+def _train_params() -> list[inspect.Parameter]:
+    from sketchprune.experiment import RunConfig
+    from sketchprune.train import TrainConfig
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("compression", kw, default=typer.Option(None, "--compression", help="1 / density."),
+                          annotation=Optional[float]),
+        inspect.Parameter("device", kw, default=typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
+                          annotation=Optional[str]),
+        inspect.Parameter("data_root", kw, default=typer.Option(None, "--data-root",
+                          help="Folder of data files (default $SKETCHPRUNE_DATA)."), annotation=Optional[str]),
+        inspect.Parameter("download", kw, default=typer.Option(False, "--download", help="Fetch missing data files."),
+                          annotation=bool),
+    ]
+    return (out_json_params("runs/train") + extra + cfgmod.options(RunConfig, exclude=("train",))
+            + cfgmod.options(TrainConfig, exclude=("seed",)))
+
+
+def train_cmd(**kwargs: Any) -> None:
+    """Prune at initialization, then train; writes a run folder with config, masks, metrics and result."""
+    import dataclasses
+
+    from sketchprune.experiment import RunConfig, execute
+    from sketchprune.train import TrainConfig
+
+    run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name != "train"]
+    train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
+    tcfg = cfgmod.build(TrainConfig, {k: kwargs[k] for k in train_fields})
+    values = {k: kwargs[k] for k in run_fields}
+    if kwargs["compression"] is not None:
+        values["density"] = _density(None, kwargs["compression"])
+    cfg = dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
+    out = kwargs["out"]
+    result = execute(cfg, out, device=kwargs["device"], data_root=kwargs["data_root"], download=kwargs["download"],
+                     progress=not kwargs["as_json"])
+    keys = ["final_test_acc", "best_test_acc", "kept", "total", "density_actual", "wall_seconds"]
+    emit(result, kwargs["as_json"], [("result", [{k: result[k] for k in keys}], keys)],
+         {"result": Path(out) / "result.json"})
+
+
+train_cmd.__signature__ = inspect.Signature(_train_params())  # type: ignore[attr-defined]
+app.command("train")(train_cmd)
+
+
 @app.command("run")
 def run_default(
+    dataset: str = typer.Option("mnist1d", "--dataset"),
+    model: str = typer.Option("conv1d", "--model"),
+    methods: str = typer.Option("random,magnitude,snip,grasp,synflow", "--methods", help="Comma list."),
+    densities: str = typer.Option("0.316,0.1,0.0316", "--densities", help="Comma list (compression 10^0.5-10^1.5)."),
+    seeds: str = typer.Option("0,1", "--seeds", help="Comma list."),
+    epochs: int = typer.Option(6, "--epochs"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """The default job: a small, real comparison that runs on a CPU in about a minute."""
-    from sketchprune.theory import sketch as e1
+    """The default job: top-k vs sampled masks for five pruners x 3 densities x 2 seeds on MNIST-1D."""
+    import time
 
-    cfg = e1.SketchConfig(trials=200)
-    result = e1.run(cfg)
-    files = {"json": write_json(out / "sketch.json", result), "plot": e1.plot(result, out / "sketch.png")}
-    emit(result, as_json, [("E1: mean squared error (99% CI) vs exact formula", result["rows"], e1.TABLE_COLUMNS)],
-         files)
+    from sketchprune import data as datasets
+    from sketchprune.experiment import RunConfig, execute, run_name
+    from sketchprune.report import accuracy_plot, summarize
+    from sketchprune.results import write_csv
+    from sketchprune.train import TrainConfig
+
+    t0 = time.perf_counter()
+    tcfg = cfgmod.build(TrainConfig, {"epochs": epochs, "optimizer": "adam", "lr": 1e-2, "weight_decay": 0.0,
+                                      "batch_size": 256})
+    grid = [cfgmod.build(RunConfig, {"model": model, "dataset": dataset, "method": m, "mode": mode, "density": d,
+                                     "seed": s}, RunConfig(train=tcfg))
+            for m in methods.split(",") for mode in ("topk", "sample")
+            for d in cfgmod.parse_value(tuple[float, ...], densities, "densities")
+            for s in cfgmod.parse_value(tuple[int, ...], seeds, "seeds")]
+    data = datasets.load(dataset)
+    results = []
+    from tqdm import tqdm
+
+    for cfg in tqdm(grid, desc="runs", disable=as_json, leave=False):
+        results.append(execute(cfg, out / "runs" / run_name(cfg), device=device, dataset=data))
+    summary = summarize(results)
+    files = {"csv": write_csv(out / "summary.csv", summary), "plot": accuracy_plot(summary, out / "accuracy.png"),
+             "json": write_json(out / "summary.json", {"rows": summary})}
+    emit({"runs": len(results), "seconds": time.perf_counter() - t0, "rows": summary}, as_json,
+         [("test accuracy (mean ± std over seeds)", summary,
+           ["method", "mode", "density", "compression", "mean", "std", "seeds"])], files)
+    if not as_json:
+        typer.echo(f"{len(results)} runs in {time.perf_counter() - t0:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

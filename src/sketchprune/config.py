@@ -96,11 +96,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def options(cls: type, help_text: Mapping[str, str] | None = None) -> list[inspect.Parameter]:
-    """One typer option parameter per dataclass field (defaults from the class)."""
+def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tuple[str, ...] = ()
+            ) -> list[inspect.Parameter]:
+    """One typer option parameter per dataclass field (defaults from the class), except ``exclude``."""
     params = []
     defaults = cls()
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         tp = field_types(cls)[f.name]
         default = getattr(defaults, f.name)
         helptext = (help_text or {}).get(f.name)

@@ -1,0 +1,114 @@
+"""Data sets as tensors: ``load(name, root=None, download=False)`` and ``names()``.
+
+Shipped or generated here: ``synthetic`` (Gaussian-mixture classification), ``mnist1d``
+(generated offline by the ``mnist1d`` package and cached as ``.npz``) and ``digits``
+(scikit-learn's 8x8 digits). Everything is held as tensors; see :class:`Dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sketchprune.errors import SketchpruneError
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors with their shape facts. ``x`` are float32, ``y`` int64 class labels."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    image: bool = False  # batch-level crop/flip augmentation applies
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(self.name, self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
+                       self.test_y.to(device), self.num_classes, self.image)
+
+
+def default_root() -> Path:
+    """``$SKETCHPRUNE_DATA`` or ``~/.cache/sketchprune``."""
+    return Path(os.environ.get("SKETCHPRUNE_DATA", Path.home() / ".cache" / "sketchprune"))
+
+
+def _standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+    mean = train.mean(0, keepdim=True)
+    std = train.std(0, keepdim=True).clamp_min(1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def synthetic(root: Path, download: bool) -> Dataset:
+    """10-class Gaussian mixture in 32 dimensions (fixed seed): 2000 train, 1000 test samples."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 32, generator=g) * 1.5
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.randint(0, 10, (n,), generator=g)
+        return centers[y] + torch.randn(n, 32, generator=g) * 2.0, y
+
+    (xtr, ytr), (xte, yte) = draw(2000), draw(1000)
+    return Dataset("synthetic", xtr, ytr, xte, yte, 10)
+
+
+def digits(root: Path, download: bool) -> Dataset:
+    """scikit-learn's 8x8 digits as 1x8x8 images, standardized; a fixed 1297 / 500 split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    xtr, xte = _standardize(x[:1297], x[1297:])
+    return Dataset("digits", xtr, y[:1297], xte, y[1297:], 10)
+
+
+def mnist1d(root: Path, download: bool) -> Dataset:
+    """MNIST-1D (Greydanus 2020): 4000 train / 1000 test sequences of length 40, generated offline."""
+    cache = root / "mnist1d.npz"
+    if not cache.exists():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())
+        from sketchprune.results import atomic_path
+
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
+    with np.load(cache, allow_pickle=False) as z:
+        xtr, ytr, xte, yte = (torch.from_numpy(z[k]) for k in ("x", "y", "x_test", "y_test"))
+    xtr, xte = _standardize(xtr.float(), xte.float())
+    return Dataset("mnist1d", xtr, ytr.long(), xte, yte.long(), 10)
+
+
+_LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {
+    "synthetic": synthetic,
+    "digits": digits,
+    "mnist1d": mnist1d,
+}
+
+
+def names() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return sorted(_LOADERS)
+
+
+def load(name: str, *, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+    """Load data set ``name`` from ``root`` (default :func:`default_root`)."""
+    if name not in _LOADERS:
+        raise SketchpruneError(f"unknown dataset {name!r}; known datasets: {', '.join(names())}")
+    return _LOADERS[name](Path(root) if root is not None else default_root(), download)

@@ -1,0 +1,201 @@
+"""One readable training loop for (pruned) models on tensor data sets.
+
+Data stay on the training device; batches are index slices of a per-epoch permutation drawn
+from a seeded generator, and image augmentation (random crop with padding, horizontal flip)
+runs on the whole batch at once. A checkpoint is written atomically after every epoch and a
+run resumes from it; metrics go to ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sketchprune.config import config_hash
+from sketchprune.data import Dataset
+from sketchprune.errors import SketchpruneError, check
+from sketchprune.masks import Masks
+from sketchprune.results import atomic_path, write_text
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; every field is a flag of ``sketchprune train``."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"
+    lr_drops: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    augment: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        check(self.lr_schedule in LR_SCHEDULES,
+              f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}")
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``cuda`` when present unless told otherwise; asking for cuda without a GPU is an error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check(device in ("cpu", "cuda") or device.startswith("cuda:"), f"unknown device {device!r}; use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SketchpruneError("--device cuda was asked for but no GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.lr_schedule == "step":
+        return cfg.lr_gamma ** sum(epoch >= d for d in cfg.lr_drops)
+    return 1.0
+
+
+def augment(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Random crop with ``pad`` zero padding and horizontal flip, for a whole image batch at once."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    idx_n = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    idx_c = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    out = padded[idx_n, idx_c, rows, cols]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 accuracy) of ``model`` on ``(x, y)``, in eval mode."""
+    was = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
+        correct += int((out.argmax(1) == y[i:i + batch_size]).sum())
+    model.train(was)
+    return loss / len(y), correct / len(y)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    masks: Masks | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
+
+    Returns final and best test accuracy, losses and wall time. ``stop_after`` ends after that
+    many epochs in this call (the checkpoint lets a later call resume).
+    """
+    cfg.validate()
+    dev = resolve_device(device)
+    model.to(dev)
+    data = data.to(dev)
+    handle = masks.apply(model) if masks is not None else None
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, history = 0, []
+    ckpt = Path(out) / "checkpoint.pt" if out is not None else None
+    key = config_hash(cfg)
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if state.get("config_hash") != key:
+            raise SketchpruneError(f"checkpoint {ckpt} is from another training config; use a fresh --out folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        start, history = state["epoch"], json.loads(state["history"])
+    t0 = time.perf_counter()
+    n = len(data.train_y)
+    epochs = range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, desc="train", leave=False)
+    try:
+        for epoch in epochs:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(cfg, epoch)
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(dev)
+            total, seen = 0.0, 0
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i:i + cfg.batch_size]
+                x, y = data.train_x[idx], data.train_y[idx]
+                if cfg.augment and data.image:
+                    x = augment(x, gen)
+                loss = F.cross_entropy(model(x), y)
+                if not torch.isfinite(loss):
+                    raise SketchpruneError(f"training loss became {float(loss)} in epoch {epoch + 1}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(y)
+                seen += len(y)
+            test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+            row = {"epoch": epoch + 1, "train_loss": total / seen, "test_loss": test_loss, "test_acc": test_acc,
+                   "lr": opt.param_groups[0]["lr"]}
+            history.append(row)
+            if out is not None:
+                write_text(Path(out) / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                with atomic_path(ckpt) as tmp:  # type: ignore[arg-type]
+                    torch.save({"config_hash": key, "epoch": epoch + 1, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                                "history": json.dumps(history)}, tmp)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(acc=f"{test_acc:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        if handle is not None:
+            handle.remove()
+    final = history[-1] if history else {}
+    return {
+        "epochs_done": len(history),
+        "final_test_acc": final.get("test_acc"),
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "final_train_loss": final.get("train_loss"),
+        "wall_seconds": time.perf_counter() - t0,
+        "history": history,
+    }
