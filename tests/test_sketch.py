@@ -89,7 +89,7 @@ def test_nearly_optimal_bound_holds_and_beta_is_min_ratio():
         assert sketch.expected_error(A, B, c, probs=mixed) <= sketch.nearly_optimal_bound(A, B, c, beta) + 1e-9
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     w=st.lists(st.floats(0, 1e6, allow_nan=False, allow_subnormal=False), min_size=1, max_size=40).filter(lambda w: sum(w) > 0),
     frac=st.floats(0.01, 1.0),
@@ -102,7 +102,7 @@ def test_inclusion_probs_sum_to_budget(w, frac):
     assert bool((pi >= 0).all()) and bool((pi <= 1).all())
     assert float(pi.sum()) == pytest.approx(k, rel=1e-9, abs=1e-9)
     if k <= positive:  # pi = min(1, lam w): proportional below the cap
-        free = (pi < 1) & (w > 0)
+        free = (pi < 1) & (w > float(w.max()) * 1e-300)  # ratios below that are subnormal after scaling
         if int(free.sum()) > 1:
             ratio = pi[free] / w[free]
             assert float(ratio.max() - ratio.min()) <= 1e-9 * float(ratio.max())

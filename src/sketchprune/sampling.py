@@ -14,6 +14,7 @@ and a selection over 10^9 scores needs only chunk-sized temporaries:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -163,28 +164,28 @@ def inclusion_probabilities(weights: Sequence[Tensor], k: float, max_rounds: int
         zeros = total - positive
         fill = (k - positive) / zeros if zeros else 0.0
         return lambda w: torch.where(w > 0, torch.ones_like(w), torch.full_like(w, min(1.0, fill)))
-    top = max(float(w.max().item()) for w in weights)  # rescale to max 1: no overflow in lam
-
-    def scaled(w: Tensor) -> Tensor:
-        return w.double() / top
-
-    lam = k / sum(float(scaled(w).sum().item()) for w in weights)
-    capped = -1
+    cut = math.inf  # weights >= cut are capped at pi = 1
+    n_cap = 0
     for _ in range(max_rounds):
-        cut = 1.0 / lam
-        n_cap = sum(int((scaled(w) >= cut).sum().item()) for w in weights)
-        if n_cap == capped or n_cap >= k:  # settled, or the capped set alone fills the budget
-            break
-        capped = n_cap
-        rest = 0.0
-        for w in weights:
-            sw = scaled(w)
-            rest += float(sw[sw < cut].sum().item())
-        if rest <= 0:
-            break
+        # scale the uncapped weights by a power of two near their max: lam stays <= k, never overflows
+        top = max(float(w[w < cut].max().item()) if bool((w < cut).any()) else 0.0 for w in weights)
+        scale = 2.0 ** math.floor(math.log2(top))
+        rest = sum(float((w[w < cut].double() / scale).sum().item()) for w in weights)
         lam = (k - n_cap) / rest
-    final = lam
-    return lambda w: (scaled(w) * final).clamp_(max=1.0).to(w.dtype)
+        new_cut = scale / lam
+        n_new = sum(int((w >= new_cut).sum().item()) for w in weights)
+        if n_new == n_cap:
+            break
+        n_cap, cut = n_new, new_cut
+        if n_cap >= k:  # the capped weights alone fill the budget
+            lam = 0.0
+            break
+
+    def pi(w: Tensor) -> Tensor:
+        free = (w.double() / scale * lam).clamp_(max=1.0)
+        return torch.where(w >= cut, torch.ones_like(free), free).to(w.dtype)
+
+    return pi
 
 
 def draw_iid(weights: Sequence[Tensor], count: int, generator: torch.Generator | None) -> Tensor:
