@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sketchprune.data import download, files
 from sketchprune.errors import SketchpruneError
 
 
@@ -95,10 +96,73 @@ def mnist1d(root: Path, download: bool) -> Dataset:
     return Dataset("mnist1d", xtr, ytr.long(), xte, yte.long(), 10)
 
 
+def _images(name: str, parts: tuple[Tensor, Tensor, Tensor, Tensor], classes: int) -> Dataset:
+    """uint8 images -> float32 in [0, 1], standardized per channel with the training statistics."""
+    xtr, ytr, xte, yte = parts
+    xtr, xte = xtr.float() / 255.0, xte.float() / 255.0
+    mean = xtr.mean((0, 2, 3), keepdim=True)
+    std = xtr.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+    return Dataset(name, (xtr - mean) / std, ytr.long(), (xte - mean) / std, yte.long(), classes, image=True)
+
+
+def _mnist_like(name: str, base_url: str, checksums: dict[str, str]):
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+    def loader(root: Path, download_: bool) -> Dataset:
+        folder = root / name
+        if download_:
+            for stem in stems:
+                download.fetch(download.Remote(f"{base_url}{stem}.gz", f"{stem}.gz", checksums[stem]), folder)
+        return _images(name, files.read_mnist(folder), 10)
+
+    loader.__doc__ = f"{name} from its IDX files under <root>/{name}/."
+    return loader
+
+
+def _archive_loader(name: str, remote: download.Remote, read: Callable[[Path], tuple], classes: int):
+    def loader(root: Path, download_: bool) -> Dataset:
+        if download_:
+            archive = download.fetch(remote, root)
+            if remote.filename.endswith(".zip"):
+                import zipfile
+
+                with zipfile.ZipFile(archive) as z:
+                    z.extractall(root)
+            else:
+                files.extract_tar(archive, root)
+        return _images(name, read(root), classes)
+
+    loader.__doc__ = f"{name} from its standard files under <root>/ ({remote.filename} extracted)."
+    return loader
+
+
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {
     "synthetic": synthetic,
     "digits": digits,
     "mnist1d": mnist1d,
+    # md5 where that is what the publishers list; sha256 where it is known
+    "mnist": _mnist_like("mnist", _MNIST_URL, {
+        "train-images-idx3-ubyte": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte": "md5:9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte": "md5:ec29112dd5afa0611ce80d1b7f02629c"}),
+    "fashion-mnist": _mnist_like("fashion-mnist", _FASHION_URL, {
+        "train-images-idx3-ubyte": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte": "md5:25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte": "md5:bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte": "md5:bb300cfdad3c16e7a12a480ee83cd310"}),
+    "cifar10": _archive_loader("cifar10", download.Remote(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+        "sha256:6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+        lambda r: files.read_cifar(r, 10), 10),
+    "cifar100": _archive_loader("cifar100", download.Remote(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+        "md5:eb9058c3a382ffc7106e4002c42a8d85"), lambda r: files.read_cifar(r, 100), 100),
+    "tiny-imagenet": _archive_loader("tiny-imagenet", download.Remote(
+        "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "tiny-imagenet-200.zip",
+        "md5:90528d7ca1a48142e341f4ef8d21d0de"), files.read_tiny_imagenet, 200),
 }
 
 
