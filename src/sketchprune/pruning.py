@@ -135,7 +135,7 @@ def prune(
     """
     known = {"scheme", "power", "sample_rounds", "signed_map", "include_bias", "include_norm", "exclude",
              "shuffle", "invert", "on_collapse", "input_shape", "train_mode", "grasp_temperature",
-             "ntk_samples", "ntk_chunk"}
+             "ntk_samples", "ntk_chunk", "synflow_dtype"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise SketchpruneError(f"unknown prune option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
@@ -178,11 +178,12 @@ def prune(
     dens_schedule = round_densities(density, iterations, schedule)
     masks = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
     originals = {n: p.detach().clone() for n, p in params.items()}
+    # synflow makes its model absolute (and float64): it works on a second copy, made once
+    round_model = copy.deepcopy(work) if method == "synflow" else work
+    round_params = prunable_parameters(round_model, include_bias=options.get("include_bias", False),
+                                       include_norm=options.get("include_norm", False),
+                                       exclude=tuple(options.get("exclude", ())))
     for r, d in enumerate(dens_schedule):
-        round_model = copy.deepcopy(work) if method == "synflow" else work
-        round_params = prunable_parameters(round_model, include_bias=options.get("include_bias", False),
-                                           include_norm=options.get("include_norm", False),
-                                           exclude=tuple(options.get("exclude", ())))
         with torch.no_grad():
             for n, p in round_params.items():
                 p.copy_(originals[n] * masks[n])
@@ -207,9 +208,6 @@ def prune(
 
 def _select_round(scores, masks, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:
     """Select among surviving weights so that ``density`` of *all* prunable weights stays."""
-    for n, s in scores.items():
-        if not bool(torch.isfinite(s).all()):
-            raise SketchpruneError(f"{method} produced non-finite scores for {n!r}; check the model's initialization")
     invert = bool(opts.get("invert"))
     log_scores = False
     if mode == "sample":
@@ -223,22 +221,30 @@ def _select_round(scores, masks, density, mode, scope, method, generator, opts, 
                 scores = {n: hi - s for n, s in scores.items()}
     elif invert:
         scores = {n: -s for n, s in scores.items()}
-    survivors = {n: scores[n][masks[n]].to(torch.float64 if scores[n].dtype == torch.float64 else torch.float32)
-                 for n in scores}
-    alive = {n: int(m.sum()) for n, m in masks.items()}
     kw: dict[str, Any] = {"mode": mode, "generator": generator, "log_scores": log_scores}
-    if mode == "sample":
-        kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
     if scope == "global":
-        keep = budget(density, total)
-        alive_total = sum(alive.values())
-        sel = select(survivors, min(1.0, keep / alive_total), **kw)
+        per_layer = None
+        target = budget(density, total)
     else:
-        per_layer = (erk_densities({n: tuple(m.shape) for n, m in masks.items()}, density) if scope == "erk"
-                     else {n: density for n in masks})
-        # a layer must keep at least one weight so that every layer stays connected
-        targets = {n: max(1, budget(per_layer[n], masks[n].numel())) for n in masks}
-        sel = select(survivors, {n: min(1.0, targets[n] / max(alive[n], 1)) for n in masks}, scope="layer", **kw)
+        dens = (erk_densities({n: tuple(m.shape) for n, m in masks.items()}, density) if scope == "erk"
+                else {n: density for n in masks})
+        # a layer keeps at least one weight so that every layer stays connected
+        per_layer = {n: max(1, budget(dens[n], masks[n].numel())) for n in masks}
+    if mode == "topk":
+        # rank full tensors with pruned entries at -inf (never chosen): no gather/scatter of survivors;
+        # log_scores=True only admits the -inf (top-k ranks the values as they are)
+        ranked = {n: s.masked_fill(~masks[n], -math.inf) for n, s in scores.items()}
+        if per_layer is None:
+            return select(ranked, target / total, mode="topk", log_scores=True)
+        return select(ranked, {n: per_layer[n] / masks[n].numel() for n in masks}, scope="layer", mode="topk",
+                      log_scores=True)
+    kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
+    survivors = {n: scores[n][masks[n]] for n in scores}
+    alive = {n: int(m.sum()) for n, m in masks.items()}
+    if per_layer is None:
+        sel = select(survivors, min(1.0, target / sum(alive.values())), **kw)
+    else:
+        sel = select(survivors, {n: min(1.0, per_layer[n] / max(alive[n], 1)) for n in masks}, scope="layer", **kw)
     out = {}
     for n, m in masks.items():
         new = torch.zeros_like(m)

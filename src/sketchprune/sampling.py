@@ -117,36 +117,57 @@ def largest_k(
             o.copy_(part)
         return
     keys = _Keys(len(sizes), make_key, cache=total <= CACHE_LIMIT)
-    probe = keys[0]
-    digits = 4 if probe.dtype == torch.int64 else 2
+    digits = 4 if keys[0].dtype == torch.int64 else 2
     need = k
     prefix = 0  # value of (key >> shift) shared by all remaining candidates
     for level in range(digits):
         shift = _DIGIT * (digits - 1 - level)
-        hist = torch.zeros(1 << _DIGIT, dtype=torch.int64, device=probe.device)
+        hist = None
         for j in range(keys.count):
             kj = keys[j]
             if level > 0:
                 kj = kj[(kj >> (shift + _DIGIT)) == prefix]
             d = kj >> shift
             d = d + (1 << (_DIGIT - 1)) if level == 0 else d & _MASK
-            hist += torch.bincount(d, minlength=1 << _DIGIT)
+            h = torch.bincount(d, minlength=1 << _DIGIT)
+            hist = h if hist is None else hist + h
         above = hist.flip(0).cumsum(0)
         pos = int(torch.searchsorted(above, torch.tensor([need], device=above.device)).item())
         digit = (1 << _DIGIT) - 1 - pos
         need -= int(above[pos].item()) - int(hist[digit].item())
         prefix = digit - (1 << (_DIGIT - 1)) if level == 0 else (prefix << _DIGIT) | digit
-    threshold = prefix
+        bucket = int(hist[digit].item())
+        if bucket <= SORT_LIMIT:
+            break
+    # keep every key whose top bits exceed the bucket; choose `need` of the bucket's members
+    exact = level == digits - 1  # the bucket holds equal keys: ties, taken in index order
+    winners: list[Tensor] = []
+    if not exact or bucket <= SORT_LIMIT:
+        vals, idx, start = [], [], 0
+        for j in range(keys.count):
+            kj = keys[j]
+            sel = torch.nonzero((kj >> shift) == prefix).squeeze(1)
+            vals.append(kj[sel])
+            idx.append(sel + start)
+            start += sizes[j]
+        order = torch.sort(torch.cat(vals), descending=True, stable=True).indices[:need]
+        winners = [torch.cat(idx)[order]]
+        need = 0
+    start = 0
     for j in range(keys.count):
         kj = keys[j]
-        keep = kj > threshold
-        if need > 0:
-            tie = kj == threshold
-            rank = tie.cumsum(0)
-            take = tie & (rank <= need)
-            need -= int(take.sum().item())
-            keep |= take
+        top = kj >> shift
+        keep = top > prefix
+        if need > 0:  # many exact ties: the first `need` in index order
+            tie = top == prefix
+            first = torch.nonzero(tie).squeeze(1)[:need]
+            keep[first] = True
+            need -= first.numel()
+        for w in winners:
+            local = w[(w >= start) & (w < start + sizes[j])] - start
+            keep[local] = True
         outs[j].copy_(keep)
+        start += sizes[j]
 
 
 def inclusion_probabilities(weights: Sequence[Tensor], k: float, max_rounds: int = 200) -> Callable[[Tensor], Tensor]:
