@@ -71,14 +71,18 @@ def case(name: str, rounds: int):
 
 def child(impl: str, name: str, rounds: int) -> None:
     torch.set_num_threads(2)
+    import warnings
+
     from sketchprune import prune
 
+    warnings.simplefilter("ignore")
     model, method, r, x, y = case(name, rounds)
     t0 = time.perf_counter()
     if impl == "baseline":
         baseline(model, method, 0.01, r, x, y)
     else:
-        prune(model, method, 0.01, iterations=r, data=[(x, y)], input_shape=(3, 32, 32))
+        extra = {"synflow_dtype": "float32"} if impl == "ours-f32" else {}
+        prune(model, method, 0.01, iterations=r, data=[(x, y)], input_shape=(3, 32, 32), **extra)
     secs = time.perf_counter() - t0
     with open("/proc/self/status") as f:
         peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
@@ -94,16 +98,20 @@ def main() -> None:
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
-    print(f"{'case':>20} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8} {'mem ratio':>9}")
+    print(f"{'case':>20} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8} {'mem ratio':>9}"
+          f" {'f32 s':>7} {'f32 x':>6}")
     for name in args.cases.split(","):
         res = {}
-        for impl in ("ours", "baseline"):
+        impls = ("ours", "baseline", "ours-f32") if name.startswith("synflow") else ("ours", "baseline")
+        for impl in impls:
             out = subprocess.run([sys.executable, __file__, "--child", impl, name, str(args.rounds)],
                                  capture_output=True, text=True)
             res[impl] = json.loads(out.stdout) if out.returncode == 0 else {"seconds": float("nan"), "peak_mb": float("nan")}
         o, b = res["ours"], res["baseline"]
         print(f"{name:>20} {o['seconds']:>8.2f} {b['seconds']:>8.2f} {b['seconds'] / o['seconds']:>8.2f} "
-              f"{o['peak_mb']:>8.0f} {b['peak_mb']:>8.0f} {o['peak_mb'] / b['peak_mb']:>9.2f}", flush=True)
+              f"{o['peak_mb']:>8.0f} {b['peak_mb']:>8.0f} {o['peak_mb'] / b['peak_mb']:>9.2f}"
+              + (f" {res['ours-f32']['seconds']:>7.2f} {b['seconds'] / res['ours-f32']['seconds']:>6.2f}"
+                 if "ours-f32" in res else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ def theory_command(name: str, module: Any, cls: type, help: str, tables: Callabl
 
 
 def _register_theory() -> None:
+    from sketchprune.theory import data_independence as e3
+    from sketchprune.theory import deep_linear as e4
+    from sketchprune.theory import linear as e2
+    from sketchprune.theory import ntk as e6
     from sketchprune.theory import sketch as e1
 
     theory_command(
@@ -86,6 +90,29 @@ def _register_theory() -> None:
         "E1: Monte Carlo sketch error vs the exact formulas (uniform / optimal / B-only; iid / poisson / exact-k).",
         lambda r: [("E1: mean squared error (99% CI) vs exact formula", r["rows"], e1.TABLE_COLUMNS),
                    ("error ratios", r["ratios"], None)],
+    )
+    theory_command(
+        "linear", e2, e2.LinearConfig,
+        "E2: the init mask at the end of training (linear regression): formula, beta bound, retraining bound.",
+        lambda r: [("E2: init mask vs end of training", r["rows"], e2.TABLE_COLUMNS),
+                   ("sweep over N/d and init scale", r["sweep"], None)],
+    )
+    theory_command(
+        "data", e3, e3.DataConfig,
+        "E3: data independence: optimal vs magnitude vs random, raw vs standardized features.",
+        lambda r: [("E3: sketch errors and mask overlap", r["rows"], e3.TABLE_COLUMNS),
+                   ("distance of data-free probabilities from the optimal ones", r["probabilities"], None)],
+    )
+    theory_command(
+        "deep-linear", e4, e4.DeepLinearConfig,
+        "E4: deep linear networks: optimal (with/without data) vs SynFlow scores, correlations and errors.",
+        lambda r: [("E4: relative output error of the masked network", r["rows"], e4.TABLE_COLUMNS),
+                   ("Spearman correlations", r["correlations"], None)],
+    )
+    theory_command(
+        "ntk", e6, e6.NTKConfig,
+        "E6: NTK kernel error of column masks: top-k vs sampled vs uniform, against the exact iid formula.",
+        lambda r: [("E6: ||Theta - J D J^T||_F^2", r["rows"], e6.TABLE_COLUMNS)],
     )
 
 

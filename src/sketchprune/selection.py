@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import sampling
-from sketchprune.errors import SketchpruneError, check
+from sketchprune.errors import SketchpruneError, all_finite, check
 
 Scores = Union[Tensor, Mapping[str, Tensor]]
 MODES = ("topk", "sample")
@@ -113,6 +113,8 @@ def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
 
 
 def _check_piece(piece: Tensor, what: str, mode: str, log_scores: bool) -> None:
+    if not log_scores and all_finite(piece) and (mode != "sample" or float(piece.min()) >= 0):
+        return  # the common case in one or two passes
     if bool(torch.isnan(piece).any()):
         raise SketchpruneError(f"{what} contain NaN; pass finite scores (check the model and data for overflow)")
     if log_scores:

@@ -8,7 +8,6 @@ reported with a 99% confidence interval, next to the exact expected error where 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ import torch
 
 from sketchprune import sketch
 from sketchprune.errors import check
-
-Z99 = 2.5758293035489004  # two-sided 99% normal quantile
+from sketchprune.theory.common import mc_summary
 PROBS = ("uniform", "optimal", "b-only")
 SCHEMES = ("iid", "poisson", "exact")
 CASES = ("gaussian", "heavy")
@@ -65,13 +63,10 @@ def probabilities(name: str, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 def monte_carlo(A, B, budget, probs, scheme, trials, generator) -> tuple[float, float]:
     """Mean squared error of ``trials`` sketches and the half-width of its 99% confidence interval."""
     exact = A @ B
-    errs = torch.tensor(
+    return mc_summary(
         [float(((exact - sketch.matmul(A, B, budget, probs=probs, scheme=scheme, generator=generator)) ** 2).sum())
-         for _ in range(trials)],
-        dtype=torch.float64,
+         for _ in range(trials)]
     )
-    sd = float(errs.std()) if trials > 1 else math.inf
-    return float(errs.mean()), Z99 * sd / math.sqrt(trials)
 
 
 def run(config: SketchConfig = SketchConfig()) -> dict[str, Any]:

@@ -1,0 +1,112 @@
+"""Helpers shared by the theory experiments: Monte Carlo summaries, tabular data, ranks."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sketchprune.errors import SketchpruneError, check
+
+Z99 = 2.5758293035489004  # two-sided 99% normal quantile
+
+
+def mc_summary(values: list[float] | Tensor) -> tuple[float, float]:
+    """(mean, half-width of the 99% confidence interval of the mean)."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    if v.numel() < 2:
+        return float(v.mean()), math.inf
+    return float(v.mean()), Z99 * float(v.std()) / math.sqrt(v.numel())
+
+
+def ranks(x: Tensor) -> Tensor:
+    """Average ranks (1-based) of a 1-D tensor, ties sharing their mean rank."""
+    x = x.double().reshape(-1)
+    order = torch.argsort(x, stable=True)
+    r = torch.empty_like(x)
+    r[order] = torch.arange(1, x.numel() + 1, dtype=torch.float64)
+    uniq, inv = torch.unique(x, return_inverse=True)
+    if uniq.numel() < x.numel():  # average the ranks within ties
+        sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, r)
+        counts = torch.bincount(inv, minlength=uniq.numel()).double()
+        r = (sums / counts)[inv]
+    return r
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation of two equally long tensors."""
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else 0.0
+
+
+def jaccard(a: Tensor, b: Tensor) -> float:
+    """|a ∩ b| / |a ∪ b| of two boolean masks."""
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+def load_table(path: str | Path, target: str) -> tuple[Tensor, Tensor, list[str]]:
+    """Features ``X`` (N x d, float64), target ``y`` (N) and feature names from a CSV or NPZ file.
+
+    CSV: a header row; ``target`` names the target column, every other column is a feature.
+    NPZ: arrays ``X`` and ``y`` (``target`` may name another array for y). Errors name the
+    problem and where it is.
+    """
+    path = Path(path)
+    check(path.exists(), f"data file {path} does not exist; pass --data FILE.csv or FILE.npz")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            ykey = target or "y"
+            check("X" in z.files, f"{path}: no array 'X' (found {', '.join(z.files)}); save features as X")
+            check(ykey in z.files, f"{path}: no target array {ykey!r} (found {', '.join(z.files)}); pass --target NAME")
+            X, y = np.asarray(z["X"]), np.asarray(z[ykey])
+        check(X.ndim == 2, f"{path}: X must be 2-D (samples x features), got shape {X.shape}")
+        check(len(X) == len(y), f"{path}: X has {len(X)} rows but {ykey} has {len(y)}; they must match")
+        names = [f"x{i}" for i in range(X.shape[1])]
+        for arr, what in ((X, "X"), (y, ykey)):
+            if not np.issubdtype(arr.dtype, np.number):
+                raise SketchpruneError(f"{path}: {what} is not numeric ({arr.dtype}); store numbers")
+        bad = np.argwhere(~np.isfinite(X))
+        check(bad.size == 0, f"{path}: X has NaN/inf at row {bad[0][0] if bad.size else 0}; clean or drop that row")
+        check(bool(np.isfinite(y).all()), f"{path}: {ykey} has NaN/inf; clean or drop those rows")
+    else:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        check(len(rows) >= 1, f"{path} is empty; it needs a header row and samples")
+        header = [h.strip() for h in rows[0]]
+        check(bool(target), f"{path}: pass --target COLUMN (columns: {', '.join(header)})")
+        check(target in header, f"{path}: no target column {target!r}; columns are {', '.join(header)}")
+        t = header.index(target)
+        values = []
+        for i, row in enumerate(rows[1:], start=2):
+            check(len(row) == len(header), f"{path} line {i}: {len(row)} fields, header has {len(header)}")
+            out = []
+            for name, cell in zip(header, row):
+                try:
+                    v = float(cell)
+                except ValueError:
+                    raise SketchpruneError(f"{path} line {i}, column {name!r}: {cell!r} is not a number") from None
+                check(math.isfinite(v), f"{path} line {i}, column {name!r}: {cell!r}; clean or drop that row")
+                out.append(v)
+            values.append(out)
+        arr = np.array(values, dtype=np.float64).reshape(len(values), len(header))
+        y = arr[:, t]
+        X = np.delete(arr, t, axis=1)
+        names = [h for h in header if h != target]
+    check(len(X) >= 2, f"{path}: {len(X)} sample(s); at least 2 are needed")
+    check(X.shape[1] >= 1, f"{path}: no feature columns besides the target")
+    return torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.float64).reshape(-1), names
+
+
+def synthetic_regression(n: int, d: int, generator: torch.Generator, noise: float = 0.1) -> tuple[Tensor, Tensor]:
+    """``X`` with log-normal column scales (so feature norms differ) and ``y = X w* + noise``."""
+    scales = torch.exp(torch.randn(d, generator=generator, dtype=torch.float64))
+    X = torch.randn(n, d, generator=generator, dtype=torch.float64) * scales
+    w_star = torch.randn(d, generator=generator, dtype=torch.float64) / scales
+    return X, X @ w_star + noise * torch.randn(n, generator=generator, dtype=torch.float64)

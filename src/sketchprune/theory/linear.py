@@ -1,0 +1,181 @@
+"""E2: the mask drawn at initialization, judged at the end of training (SPEC 3.3), linear regression.
+
+``w0`` is drawn at ``init_scale``; gradient descent on the least-squares loss gives ``w_T``. A
+mask is drawn from ``w0`` three ways (optimal with data ``p ∝ ||X_i|| |w0_i|``, magnitude
+``p ∝ |w0_i|``, random) by Poisson sampling with expected size ``k`` and rescaling ``1/pi``.
+Reported per rule and density:
+
+* the sketch error at init and of the init mask applied to ``w_T``: Monte Carlo vs exact formula;
+* the i.i.d. error of the init probabilities on ``w_T`` against the nearly-optimal bound with
+  ``beta = min_i p0_i / pT_i``;
+* the loss of the least-squares model retrained on the mask's support against the bound
+  ``(||r_T|| + ||X w_T - X D w_T||)^2``, checked on every draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sketchprune import sketch
+from sketchprune.errors import check
+from sketchprune.theory.common import load_table, mc_summary, synthetic_regression
+
+RULES = ("optimal", "magnitude", "random")
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Settings of E2 (and of E3's data flags)."""
+
+    n: int = 200
+    d: int = 100
+    densities: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    init_scale: float = 1.0
+    steps: int = 300
+    draws: int = 100
+    seed: int = 0
+    data: str = ""
+    target: str = ""
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    scales: tuple[float, ...] = (0.1, 1.0, 10.0)
+
+
+def dataset(cfg: LinearConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    if cfg.data:
+        X, y, _ = load_table(cfg.data, cfg.target)
+        return X, y
+    return synthetic_regression(cfg.n, cfg.d, generator)
+
+
+def gradient_descent(X: Tensor, y: Tensor, w0: Tensor, steps: int) -> Tensor:
+    """``steps`` of full-batch gradient descent on ``||Xw - y||^2 / (2N)`` with step ``1 / L``."""
+    L = float(torch.linalg.matrix_norm(X, ord=2) ** 2) / len(y)
+    w = w0.clone()
+    for _ in range(steps):
+        w -= (X.T @ (X @ w - y)) / (len(y) * L)
+    return w
+
+
+def rule_probs(rule: str, X: Tensor, w: Tensor) -> Tensor:
+    """Sampling probabilities of a mask rule for weights ``w`` (data ``X``)."""
+    if rule == "optimal":
+        return sketch.optimal_probs(X, w)
+    if rule == "magnitude":
+        a = w.abs()
+        return a / a.sum()
+    check(rule == "random", f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+    return torch.full_like(w, 1.0 / w.numel())
+
+
+def _covering(p: Tensor) -> Tensor:
+    """Probabilities made positive wherever needed for an unbiased sketch (a tiny floor)."""
+    floor = 1e-12 * float(p.max())
+    q = p.clamp_min(floor)
+    return q / q.sum()
+
+
+def evaluate(X: Tensor, y: Tensor, w0: Tensor, wT: Tensor, density: float, rule: str, draws: int,
+             generator: torch.Generator) -> dict[str, Any]:
+    """All E2 numbers for one rule and density."""
+    d = w0.numel()
+    k = max(1, round(density * d))
+    p0 = _covering(rule_probs(rule, X, w0))
+    pi = sketch.inclusion_probs(p0, k)
+    resid = float(torch.linalg.vector_norm(X @ wT - y))
+    init_mc, final_mc, loss, bound, holds = [], [], [], [], 0
+    for _ in range(draws):
+        keep = torch.rand(d, generator=generator, dtype=torch.float64) < pi
+        D = torch.where(keep, 1.0 / pi, torch.zeros_like(pi))
+        init_mc.append(float(torch.linalg.vector_norm(X @ w0 - X @ (D * w0)) ** 2))
+        err_T = float(torch.linalg.vector_norm(X @ wT - X @ (D * wT)))
+        final_mc.append(err_T**2)
+        S = torch.nonzero(keep).squeeze(1)
+        if S.numel():
+            sol = torch.linalg.lstsq(X[:, S], y.unsqueeze(1)).solution.squeeze(1)
+            l_sparse = float(torch.linalg.vector_norm(X[:, S] @ sol - y) ** 2)
+        else:
+            l_sparse = float(torch.linalg.vector_norm(y) ** 2)
+        b = (resid + err_T) ** 2
+        loss.append(l_sparse)
+        bound.append(b)
+        holds += l_sparse <= b * (1 + 1e-9) + 1e-9
+    pT = sketch.optimal_probs(X, wT)
+    beta = sketch.beta(p0, pT)
+    ab2 = float(torch.linalg.vector_norm(X @ wT) ** 2)
+    im, ici = mc_summary(init_mc)
+    fm, fci = mc_summary(final_mc)
+    return {
+        "rule": rule, "density": density, "k": k,
+        "init_exact": sketch.expected_error(X, w0, k, probs=pi, scheme="poisson"), "init_mc": im, "init_ci99": ici,
+        "final_exact": sketch.expected_error(X, wT, k, probs=pi, scheme="poisson"), "final_mc": fm, "final_ci99": fci,
+        "final_relative": fm / ab2 if ab2 else 0.0,
+        "iid_final": sketch.expected_error(X, wT, k, probs=p0, scheme="iid"), "beta": beta,
+        "beta_bound": sketch.nearly_optimal_bound(X, wT, k, min(1.0, beta)) if beta > 0 else float("inf"),
+        "retrain_loss": sum(loss) / draws, "retrain_bound": sum(bound) / draws, "bound_holds": holds / draws,
+        "dense_loss": resid**2,
+    }
+
+
+def run(cfg: LinearConfig = LinearConfig()) -> dict[str, Any]:
+    """Run E2: a main table on the given (or synthetic) data and a sweep over N/d and init scale."""
+    check(cfg.draws >= 2, "draws must be >= 2")
+    check(all(0 < x <= 1 for x in cfg.densities), "densities must lie in (0, 1]")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    X, y = dataset(cfg, gen)
+    w0 = cfg.init_scale * torch.randn(X.shape[1], generator=gen, dtype=torch.float64) / X.shape[1] ** 0.5
+    wT = gradient_descent(X, y, w0, cfg.steps)
+    rows = [evaluate(X, y, w0, wT, dens, rule, cfg.draws, gen) for rule in RULES for dens in cfg.densities]
+    sweep = []
+    if not cfg.data:
+        for ratio in cfg.ratios:
+            n = max(2, round(ratio * cfg.d))
+            Xs, ys = synthetic_regression(n, cfg.d, gen)
+            for scale in cfg.scales:
+                w0s = scale * torch.randn(cfg.d, generator=gen, dtype=torch.float64) / cfg.d**0.5
+                wTs = gradient_descent(Xs, ys, w0s, cfg.steps)
+                ab2 = float(torch.linalg.vector_norm(Xs @ wTs) ** 2)
+                pT = sketch.optimal_probs(Xs, wTs)
+                for rule in RULES:
+                    p0 = _covering(rule_probs(rule, Xs, w0s))
+                    for dens in cfg.densities:
+                        k = max(1, round(dens * cfg.d))
+                        pi = sketch.inclusion_probs(p0, k)
+                        err = sketch.expected_error(Xs, wTs, k, probs=pi, scheme="poisson")
+                        sweep.append({"n_over_d": ratio, "init_scale": scale, "rule": rule, "density": dens,
+                                      "final_relative": err / ab2 if ab2 else 0.0, "beta": sketch.beta(p0, pT)})
+    return {"experiment": "linear", "config": asdict(cfg), "rows": rows, "sweep": sweep}
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Left: end-of-training error vs density per rule (main data). Right: the sweep, optimal rule."""
+    from sketchprune.plotting import plt
+    from sketchprune.results import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for rule, color in zip(RULES, ("tab:blue", "tab:orange", "tab:gray")):
+        sel = [r for r in result["rows"] if r["rule"] == rule]
+        axes[0].errorbar([r["density"] for r in sel], [r["final_mc"] for r in sel],
+                         yerr=[r["final_ci99"] for r in sel], marker="o", color=color, label=f"{rule} (MC)")
+        axes[0].plot([r["density"] for r in sel], [r["final_exact"] for r in sel], "x", color=color, ms=8)
+    axes[0].set(yscale="log", xlabel="density", ylabel="||X w_T - X D w_T||^2", title="init mask at the end (x = exact)")
+    axes[0].legend(fontsize=8)
+    for (ratio, scale) in sorted({(r["n_over_d"], r["init_scale"]) for r in result["sweep"]}):
+        sel = [r for r in result["sweep"] if (r["n_over_d"], r["init_scale"], r["rule"]) == (ratio, scale, "optimal")]
+        axes[1].plot([r["density"] for r in sel], [r["final_relative"] for r in sel], marker=".",
+                     label=f"N/d={ratio:g}, scale={scale:g}")
+    axes[1].set(yscale="log" if result["sweep"] else "linear", xlabel="density", ylabel="relative error",
+                title="sweep (optimal rule)" if result["sweep"] else "sweep: synthetic data only")
+    if result["sweep"]:
+        axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+TABLE_COLUMNS = ["rule", "density", "init_exact", "init_mc", "final_exact", "final_mc", "final_ci99", "beta",
+                 "iid_final", "beta_bound", "retrain_loss", "retrain_bound", "bound_holds"]
