@@ -272,6 +272,63 @@ def run_default(
         typer.echo(f"{len(results)} runs in {time.perf_counter() - t0:.1f} s")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Argument(..., help="Sweep YAML file (fixed settings + grid axes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<file stem>)."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on Ray: 'auto' or HOST:PORT."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the failed runs again."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Run a grid of runs; finished runs are skipped, interrupted ones resume."""
+    from sketchprune import config as cm
+    from sketchprune import sweep as sw
+
+    spec = sw.load(config)
+    out = out or Path("runs") / config.stem
+    rows = [{"hash": cm.config_hash(c), "status": sw.status(sw.folder(out, c)), "model": c.model,
+             "dataset": c.dataset, "method": c.method, "mode": c.mode, "density": c.density, "seed": c.seed}
+            for c in spec.runs]
+    if dry_run:
+        emit({"runs": rows}, as_json, [(f"{len(rows)} runs", rows, None)], {})
+        return
+    done = [0]
+
+    def progress(outcome: dict) -> None:
+        done[0] += 1
+        if not as_json:
+            msg = outcome["status"] + (f" ({outcome['error']})" if outcome["status"] == "failed" else "")
+            typer.echo(f"[{done[0]}] {Path(outcome['dir']).name}: {msg}", err=True)
+
+    counts = sw.execute_sweep(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
+                              progress=progress)
+    line = f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
+    if counts["failed_earlier"]:
+        line += f" (+{counts['failed_earlier']} failed earlier; --retry-failed reruns them)"
+    emit({**counts, "out": str(out)}, as_json, [], {})
+    if not as_json:
+        typer.echo(line)
+
+
+@app.command("report")
+def report_cmd(
+    folder: Path = typer.Argument(..., help="A sweep or run output folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default FOLDER/report)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Hash of the run for the per-layer density plot."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Tables (CSV, Markdown), paper-style plots and an offline HTML page for every run under FOLDER."""
+    from sketchprune.report import build_report
+
+    rep = build_report(folder, out, run)
+    emit({"runs": rep["runs"], "rows": rep["summary"]}, as_json,
+         [("test accuracy (mean ± std over seeds)", rep["summary"],
+           ["model", "dataset", "method", "mode", "density", "mean", "std", "seeds"])],
+         {k: Path(v) for k, v in rep["files"].items()})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning bad input into a one-line error (exit 2)."""
     try:
@@ -284,10 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors of the click layer under typer (bad flag, missing argument)
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
             typer.echo(f"error: {e.format_message()}", err=True)
             return 2
         raise

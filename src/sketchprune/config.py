@@ -80,10 +80,22 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
+def _diff(value: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in value.items():
+        d = default.get(k)
+        if isinstance(v, dict) and isinstance(d, dict):
+            sub = _diff(v, d)
+            if sub:
+                out[k] = sub
+        elif d != v:
+            out[k] = v
+    return out
+
+
 def non_default(obj: Any) -> dict[str, Any]:
-    """The fields of ``obj`` that differ from the class defaults."""
-    default = to_dict(type(obj)())
-    return {k: v for k, v in to_dict(obj).items() if default.get(k) != v}
+    """The fields of ``obj`` that differ from the class defaults (nested settings compared field by field)."""
+    return _diff(to_dict(obj), to_dict(type(obj)()))
 
 
 def config_hash(obj: Any) -> str:

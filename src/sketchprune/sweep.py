@@ -1,0 +1,199 @@
+"""Sweeps: a grid of runs from a YAML file, each in a folder named by its config hash.
+
+```yaml
+fixed:                      # settings shared by every run (RunConfig fields; train: {...} or train.x)
+  model: conv1d
+  dataset: mnist1d
+  train: {epochs: 6, optimizer: adam, lr: 0.01, weight_decay: 0.0}
+grid:                       # the axes: every combination is one run
+  method: [random, magnitude, snip, grasp, synflow]
+  mode: [topk, sample]
+  compression: [3.16, 10, 31.6]   # or density: [...]
+  seed: [0, 1, 2]
+```
+
+A folder with ``result.json`` is finished and skipped; a folder with ``error.json`` failed (skipped
+unless ``retry_failed``); anything else is (re)started, resuming its checkpoint. Results are
+written atomically, so killing a sweep at any moment loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sketchprune import config as cfgmod
+from sketchprune.errors import SketchpruneError, check
+from sketchprune.experiment import RunConfig, execute
+from sketchprune.results import read_json, write_json
+from sketchprune.train import TrainConfig
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file: the runs and how to run them."""
+
+    runs: list[RunConfig]
+    device: str | None = None
+    data_root: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def run_config(values: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from flat settings: RunConfig fields, ``train`` (a mapping) or ``train.FIELD``,
+    and ``compression`` as an alternative to ``density``."""
+    values = dict(values)
+    train_values = dict(values.pop("train", {}) or {})
+    for key in [k for k in values if k.startswith("train.")]:
+        train_values[key.split(".", 1)[1]] = values.pop(key)
+    if "compression" in values:
+        c = values.pop("compression")
+        check(isinstance(c, (int, float)) and c >= 1, f"compression must be a number >= 1, got {c!r}")
+        check("density" not in values, "give density or compression, not both")
+        values["density"] = 1.0 / c
+    tcfg = cfgmod.build(TrainConfig, train_values)
+    return dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
+
+
+def load(path: str | os.PathLike) -> Sweep:
+    """Parse a sweep file; unknown settings and malformed axes are one-line errors."""
+    path = Path(path)
+    check(path.exists(), f"sweep file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SketchpruneError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    check(isinstance(spec, dict), f"{path}: the top level must be a mapping with 'fixed' and 'grid'")
+    unknown = sorted(set(spec) - {"fixed", "grid", "device", "data_root"})
+    if unknown:
+        raise SketchpruneError(f"{path}: unknown key {unknown[0]!r}; use fixed, grid, device, data_root")
+    fixed = spec.get("fixed") or {}
+    grid = spec.get("grid") or {}
+    check(isinstance(fixed, dict) and isinstance(grid, dict), f"{path}: 'fixed' and 'grid' must be mappings")
+    for k, v in grid.items():
+        check(isinstance(v, list) and v, f"{path}: grid axis {k!r} must be a non-empty list")
+    axes = list(grid)
+    runs = []
+    for combo in itertools.product(*(grid[a] for a in axes)):
+        values = {**fixed, **dict(zip(axes, combo))}
+        if "train" in fixed and any(a.startswith("train.") for a in axes):
+            values["train"] = dict(fixed["train"])
+        runs.append(run_config(values))
+    return Sweep(runs, spec.get("device"), spec.get("data_root"), spec)
+
+
+def folder(root: Path, cfg: RunConfig) -> Path:
+    return root / "runs" / cfgmod.config_hash(cfg)
+
+
+def status(run_dir: Path) -> str:
+    """"done", "failed" or "todo"."""
+    if (run_dir / "result.json").exists():
+        return "done"
+    if (run_dir / "error.json").exists():
+        return "failed"
+    return "todo"
+
+
+def run_one(cfg_dict: dict[str, Any], run_dir: str, device: str | None, data_root: str | None) -> dict[str, Any]:
+    """Execute one run; a failure is recorded in ``error.json`` and returned, never raised."""
+    cfg = run_config({**{k: v for k, v in cfg_dict.items() if k != "train"}, "train": cfg_dict["train"]})
+    path = Path(run_dir)
+    try:
+        result = execute(cfg, path, device=device, data_root=data_root)
+        if (path / "error.json").exists():
+            (path / "error.json").unlink()
+        return {"status": "done", "dir": run_dir, "result": result}
+    except Exception as e:  # a failing run must not stop the sweep
+        err = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        write_json(path / "error.json", err)
+        return {"status": "failed", "dir": run_dir, "error": err["error"]}
+
+
+def execute_sweep(
+    sweep: Sweep,
+    out: Path,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    retry_failed: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, int]:
+    """Run every unfinished run of ``sweep`` under ``out``; returns counts done / skipped / failed."""
+    check(workers >= 1, f"--workers must be >= 1, got {workers}")
+    write_json(out / "sweep.json", {"source": sweep.source, "runs": [cfgmod.config_hash(c) for c in sweep.runs]})
+    todo, skipped, failed_before = [], 0, 0
+    for cfg in sweep.runs:
+        d = folder(out, cfg)
+        st = status(d)
+        if st == "done" or (st == "failed" and not retry_failed):
+            skipped += 1
+            failed_before += st == "failed"
+            continue
+        if st == "failed":
+            (d / "error.json").unlink()
+        d.mkdir(parents=True, exist_ok=True)
+        todo.append((cfgmod.to_dict(cfg), str(d)))
+    counts = {"done": 0, "skipped": skipped, "failed": 0, "failed_earlier": failed_before}
+    if ray_address is not None:
+        outcomes = _ray_backend(todo, sweep, ray_address)
+    elif workers > 1:
+        outcomes = _process_backend(todo, sweep, workers)
+    else:
+        outcomes = (run_one(c, d, sweep.device, sweep.data_root) for c, d in todo)
+    for outcome in outcomes:
+        counts[outcome["status"]] += 1
+        if progress is not None:
+            progress(outcome)
+    return counts
+
+
+def _process_backend(todo, sweep: Sweep, workers: int):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(run_one, c, d, sweep.device, sweep.data_root) for c, d in todo]
+        for f in cf.as_completed(futures):
+            yield f.result()
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the workers share the machine
+
+
+def _ray_backend(todo, sweep: Sweep, address: str):
+    try:
+        import ray
+    except ImportError:
+        raise SketchpruneError(
+            "the Ray backend needs ray: pip install 'sketchprune[ray]' (or run without --ray-address)"
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    gpus = 1 if (sweep.device or "").startswith("cuda") else 0
+    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3, retry_exceptions=False)(run_one)
+    pending = [remote.remote(c, d, sweep.device, sweep.data_root) for c, d in todo]
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            try:
+                yield ray.get(ref)
+            except Exception as e:  # the task died more often than its retries allow
+                yield {"status": "failed", "dir": "?", "error": f"{type(e).__name__}: {e}"}
+
+
+def collect(root: Path) -> list[dict[str, Any]]:
+    """Every finished run's result under ``root`` (recursively), in a stable order."""
+    return [read_json(p) for p in sorted(Path(root).rglob("result.json"))]
