@@ -302,8 +302,12 @@ def sweep_cmd(
             msg = outcome["status"] + (f" ({outcome['error']})" if outcome["status"] == "failed" else "")
             typer.echo(f"[{done[0]}] {Path(outcome['dir']).name}: {msg}", err=True)
 
-    counts = sw.execute_sweep(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
-                              progress=progress)
+    import contextlib
+
+    # with --json, stdout carries only the result: anything a backend prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        counts = sw.execute_sweep(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
+                                  progress=progress)
     line = f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
     if counts["failed_earlier"]:
         line += f" (+{counts['failed_earlier']} failed earlier; --retry-failed reruns them)"
