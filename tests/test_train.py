@@ -125,3 +125,17 @@ def test_cli_errors_are_one_line(args, msg, tmp_path, capsys):
 def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
     rc = main(["train", "--device", "cuda", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path)])
     assert rc == 2 and "no GPU" in capsys.readouterr().err
+
+
+def test_sanity_checks_in_a_run(tmp_path, digits):
+    base = dict(model="mlp", dataset="digits", method="magnitude", density=0.3, width=16,
+                train=TrainConfig(epochs=1, optimizer="adam", lr=3e-3, weight_decay=0))
+    plain = execute(RunConfig(**base), tmp_path / "plain", dataset=digits)
+    shuffled = execute(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
+    assert shuffled["layer_density"] == plain["layer_density"]  # same per-layer counts, other positions
+    from sketchprune import Masks
+
+    a, b = Masks.load(tmp_path / "plain" / "masks.safetensors"), Masks.load(tmp_path / "shuffle" / "masks.safetensors")
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+    reinit = execute(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
+    assert reinit["kept"] == plain["kept"] and reinit["hash"] != plain["hash"]

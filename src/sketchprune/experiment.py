@@ -18,7 +18,7 @@ from sketchprune import data as datasets
 from sketchprune import models
 from sketchprune.config import config_hash, to_dict
 from sketchprune.errors import check
-from sketchprune.pruning import prune
+from sketchprune.pruning import prune, reinitialize
 from sketchprune.results import read_json, write_json
 from sketchprune.train import TrainConfig, train
 
@@ -40,6 +40,9 @@ class RunConfig:
     prune_batches: int = 1  # batches of training data given to data-dependent scorers
     prune_batch_size: int = 256
     width: int = 0  # 0 = the model's default width
+    shuffle: bool = False  # sanity check: move kept positions at random within each layer
+    invert: bool = False  # sanity check: keep the lowest-scoring weights
+    reinit: bool = False  # sanity check: re-initialize the model after pruning (same mask, new weights)
     train: TrainConfig = TrainConfig()
     seed: int = 0
 
@@ -91,8 +94,11 @@ def execute(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_
             warnings.simplefilter("ignore")
             masks = prune(model, cfg.method, cfg.density, mode=cfg.mode, scope=cfg.scope,
                           iterations=cfg.iterations or None, schedule=cfg.schedule,
-                          data=prune_batches(data, cfg), seed=cfg.seed, **extra)
+                          data=prune_batches(data, cfg), seed=cfg.seed, shuffle=cfg.shuffle, invert=cfg.invert,
+                          **extra)
         masks.save(masks_path)
+    if cfg.reinit:
+        reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
     trained = train(model, data, dataclasses.replace(cfg.train, seed=cfg.seed), masks=masks, out=out,
                     device=device, progress=progress)
