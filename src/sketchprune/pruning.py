@@ -135,7 +135,7 @@ def prune(
     """
     known = {"scheme", "power", "sample_rounds", "signed_map", "include_bias", "include_norm", "exclude",
              "shuffle", "invert", "on_collapse", "input_shape", "train_mode", "grasp_temperature",
-             "ntk_samples", "ntk_chunk", "synflow_dtype"}
+             "ntk_samples", "ntk_chunk", "sketch_samples", "synflow_dtype"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise SketchpruneError(f"unknown prune option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
@@ -157,10 +157,13 @@ def prune(
             "or use a data-free method (random, magnitude, synflow, ntk)"
         )
 
+    def find(m: nn.Module) -> dict[str, nn.Parameter]:
+        return prunable_parameters(m, include_bias=options.get("include_bias", False),
+                                   include_norm=options.get("include_norm", False),
+                                   exclude=tuple(options.get("exclude", ())))
+
     work = copy.deepcopy(model)
-    params = prunable_parameters(work, include_bias=options.get("include_bias", False),
-                                 include_norm=options.get("include_norm", False),
-                                 exclude=tuple(options.get("exclude", ())))
+    params = find(work)
     check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
           "check exclude= or pass include_norm=True / include_bias=True")
     total = sum(p.numel() for p in params.values())
@@ -180,9 +183,7 @@ def prune(
     originals = {n: p.detach().clone() for n, p in params.items()}
     # synflow makes its model absolute (and float64): it works on a second copy, made once
     round_model = copy.deepcopy(work) if method == "synflow" else work
-    round_params = prunable_parameters(round_model, include_bias=options.get("include_bias", False),
-                                       include_norm=options.get("include_norm", False),
-                                       exclude=tuple(options.get("exclude", ())))
+    round_params = find(round_model)
     for r, d in enumerate(dens_schedule):
         with torch.no_grad():
             for n, p in round_params.items():

@@ -68,6 +68,15 @@ def _loss_grads(ctx: ScoreContext, method: str) -> Scores:
     return {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in ctx.params.items()}
 
 
+def _score_inputs(ctx: ScoreContext, method: str, samples: int) -> Tensor:
+    """The given data's inputs, or ``samples`` standard Gaussian inputs of ``input_shape`` (data-free)."""
+    if ctx.data:
+        return torch.cat([b[0] for b in ctx.batches(method)])
+    shape = ctx.options.get("input_shape")
+    check(shape is not None, f"{method} without data needs input_shape=(C, H, W)")
+    return torch.randn((samples, *shape), generator=ctx.generator).to(ctx.device)
+
+
 @register("random")
 def random_scores(ctx: ScoreContext) -> Scores:
     """Uniform random scores: top-k of them is random pruning."""
@@ -158,13 +167,7 @@ def ntk(ctx: ScoreContext) -> Scores:
 
     model = ctx.model
     model.eval()
-    if ctx.data:
-        x = torch.cat([b[0] for b in ctx.batches("ntk")])
-    else:
-        shape = ctx.options.get("input_shape")
-        check(shape is not None, "ntk without data needs input_shape=(C, H, W)")
-        n = int(ctx.options.get("ntk_samples", 16))
-        x = torch.randn((n, *shape), generator=ctx.generator).to(ctx.device)
+    x = _score_inputs(ctx, "ntk", int(ctx.options.get("ntk_samples", 16)))
     names = list(ctx.params)
     fixed = {k: v.detach() for k, v in model.named_parameters() if k not in ctx.params}
     fixed.update({k: v for k, v in model.named_buffers()})
@@ -193,12 +196,7 @@ def sketch_scores(ctx: ScoreContext) -> Scores:
     """
     model = ctx.model
     model.eval()
-    if ctx.data:
-        x = torch.cat([b[0] for b in ctx.batches("sketch")])
-    else:
-        shape = ctx.options.get("input_shape")
-        check(shape is not None, "sketch scores without data need input_shape=(C, H, W)")
-        x = torch.randn((int(ctx.options.get("ntk_samples", 64)), *shape), generator=ctx.generator).to(ctx.device)
+    x = _score_inputs(ctx, "sketch", int(ctx.options.get("sketch_samples", 64)))
     owner = {}
     for mname, m in model.named_modules():
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):

@@ -7,6 +7,17 @@ import math
 from torch import nn
 
 
+def kaiming_init(model: nn.Module) -> nn.Module:
+    """Kaiming-normal (fan-out) conv weights, unit/zero batch-norm affine: the CIFAR VGG/ResNet init."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def mlp(*, num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), width: int = 256,
         depth: int = 2) -> nn.Module:
     """``depth`` hidden ReLU layers of ``width`` units on the flattened input."""
