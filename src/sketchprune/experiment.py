@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from sketchprune import data as datasets
-from sketchprune import models
+from sketchprune import models, seeding
 from sketchprune.config import config_hash, to_dict
 from sketchprune.errors import check
 from sketchprune.pruning import prune, reinitialize
@@ -57,7 +57,7 @@ def run_name(cfg: RunConfig) -> str:
 
 def prune_batches(data: datasets.Dataset, cfg: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``prune_batches`` batches of a seeded permutation of the training set."""
-    perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed))
+    perm = torch.randperm(len(data.train_y), generator=seeding.generator(cfg.seed, "prune-data"))
     size = cfg.prune_batch_size
     return [(data.train_x[perm[i * size:(i + 1) * size]], data.train_y[perm[i * size:(i + 1) * size]])
             for i in range(cfg.prune_batches)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.results import atomic_path
 
 FORMAT = "sketchprune.masks"
 FORMAT_VERSION = "1"
@@ -152,14 +152,8 @@ class Masks(Mapping[str, Tensor]):
             "user": json.dumps(dict(self.meta if metadata is None else metadata)),
         }
         tensors = {n: m.detach().to("cpu").contiguous() for n, m in self._masks.items()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sketchprune import scorers
+from sketchprune import scorers, seeding
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.masks import Masks
 from sketchprune.selection import budget, select
@@ -170,7 +170,7 @@ def prune(
     check(budget(density, total) >= 1,
           f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / total:.3g}")
     device = next(iter(params.values())).device
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeding.generator(seed, "prune")  # never the stream that initialized the model
     opts = dict(options)
     if "input_shape" not in opts and batches:
         opts["input_shape"] = tuple(batches[0][0].shape[1:])

@@ -51,7 +51,8 @@ def accuracy_plot(summary: list[dict[str, Any]], path: str | Path, title: str = 
                 ax.plot(x, m, ls=ls, marker="o", ms=3, color=color, label=f"{method} ({mode})")
                 ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=color,
                                 alpha=0.12)
-        ax.set(xlabel="compression ratio (log10)", ylabel="test accuracy", title=title or f"{model} / {dataset}")
+        ax.set(xlabel="compression ratio (log10)", ylabel="test accuracy", title=title or f"{model} / {dataset}",
+               xlim=(0.4, 3.1))  # the SynFlow paper's range, 10^0.5 to 10^3
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2)
     return save_figure(fig, path)

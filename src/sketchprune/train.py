@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sketchprune import seeding
 from sketchprune.config import config_hash
 from sketchprune.data import Dataset
 from sketchprune.errors import SketchpruneError, check
@@ -132,7 +133,7 @@ def train(
     data = data.to(dev)
     handle = masks.apply(model) if masks is not None else None
     opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = seeding.generator(cfg.seed, "train")  # batch order and augmentation, apart from the init stream
     start, history = 0, []
     ckpt = Path(out) / "checkpoint.pt" if out is not None else None
     key = config_hash(cfg)
