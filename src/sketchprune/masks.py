@@ -1,9 +1,10 @@
 """``Masks``: a small mapping from parameter name to a boolean keep-mask, the result of pruning.
 
-Applying masks needs no custom layers and no float mask in the forward pass: pruned weights are
-set to zero once, their gradients are masked (so momentum and Adam moments stay zero), and a
-post-step hook re-zeroes them after every ``torch.optim`` step, so they stay *exactly* zero
-under any optimizer, weight decay included.
+Applying masks needs no custom layers and nothing in the forward pass: pruned weights are set to
+zero once, their gradients are zeroed in place after accumulation (so momentum and Adam moments
+stay zero), and a post-step hook re-zeroes them after every ``torch.optim`` step, so they stay
+*exactly* zero under any optimizer, weight decay included. Both are one in-place multiply by a
+0/1 tensor in the parameter's dtype (about 5x faster on CPU than ``masked_fill_`` with a bool mask).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sketchprune.results import atomic_path
 
 FORMAT = "sketchprune.masks"
 FORMAT_VERSION = "1"
-_PRUNED = "_sketchprune_pruned"  # attribute on a masked Parameter: bool tensor, True where pruned
+_KEEP = "_sketchprune_keep"  # attribute on a masked Parameter: 1.0 where kept, 0.0 where pruned (param dtype)
 
 
 class Masks(Mapping[str, Tensor]):
@@ -120,11 +121,11 @@ class Masks(Mapping[str, Tensor]):
         hooks = []
         for name, m in self._masks.items():
             p = params[name]
-            pruned = ~m.to(p.device)
+            keep = m.to(device=p.device, dtype=p.dtype)
             with torch.no_grad():
-                p.masked_fill_(pruned, 0)
-            setattr(p, _PRUNED, pruned)
-            hooks.append(p.register_hook(_grad_masker(p)))
+                p.mul_(keep)
+            setattr(p, _KEEP, keep)
+            hooks.append(p.register_post_accumulate_grad_hook(_mask_grad))
         return MaskHandle([params[n] for n in self._masks], hooks)
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
@@ -204,16 +205,25 @@ class MaskHandle:
         for h in self._hooks:
             h.remove()
         for p in self._params:
-            if hasattr(p, _PRUNED):
-                delattr(p, _PRUNED)
+            if hasattr(p, _KEEP):
+                delattr(p, _KEEP)
 
 
-def _grad_masker(p: nn.Parameter):
-    def hook(grad: Tensor) -> Tensor:
-        pruned = getattr(p, _PRUNED, None)
-        return grad if pruned is None else grad.masked_fill(pruned.to(grad.device), 0)
+def _keep_for(p: Tensor) -> Tensor | None:
+    """The 0/1 keep tensor of ``p``, moved along if the model moved to another device or dtype."""
+    keep = getattr(p, _KEEP, None)
+    if keep is not None and (keep.device != p.device or keep.dtype != p.dtype):
+        keep = keep.to(device=p.device, dtype=p.dtype)
+        setattr(p, _KEEP, keep)
+    return keep
 
-    return hook
+
+@torch.no_grad()
+def _mask_grad(p: nn.Parameter) -> None:
+    """Zero the accumulated gradient of pruned entries in place (keeps optimizer state at zero)."""
+    keep = _keep_for(p)
+    if keep is not None and p.grad is not None:
+        p.grad.mul_(keep)
 
 
 _STEP_HOOK = None
@@ -233,9 +243,6 @@ def rezero(optimizer: torch.optim.Optimizer, *_: Any) -> None:
     """Zero the pruned entries of every masked parameter that ``optimizer`` updates."""
     for group in optimizer.param_groups:
         for p in group["params"]:
-            pruned = getattr(p, _PRUNED, None)
-            if pruned is not None:
-                if pruned.device != p.device:
-                    pruned = pruned.to(p.device)
-                    setattr(p, _PRUNED, pruned)
-                p.masked_fill_(pruned, 0)
+            keep = _keep_for(p)
+            if keep is not None:
+                p.mul_(keep)
