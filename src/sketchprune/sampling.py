@@ -78,6 +78,31 @@ def ordered_int(x: Tensor) -> Tensor:
     return i.bitwise_xor_(flip)
 
 
+_MMAP_FIXED = False
+
+
+def _fix_mmap_threshold() -> None:
+    """Pin glibc's mmap threshold at 1 MiB (once per process).
+
+    Chunked passes free and reallocate piece-sized temporaries hundreds of times; glibc then
+    raises its mmap threshold and serves them from a fragmenting heap, so resident memory grows
+    with the number of pieces (measured: 1.9x the scores at 10^9 elements). With the threshold
+    pinned, freed temporaries go back to the system (0.27x, the output mask included).
+    """
+    global _MMAP_FIXED
+    if _MMAP_FIXED:
+        return
+    _MMAP_FIXED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 class _Keys:
     """Order-preserving integer keys of each piece, cached when small enough, else recomputed."""
 
@@ -116,6 +141,8 @@ def largest_k(
         for o, part in zip(outs, flat.split(list(sizes))):
             o.copy_(part)
         return
+    if total > CACHE_LIMIT:
+        _fix_mmap_threshold()
     keys = _Keys(len(sizes), make_key, cache=total <= CACHE_LIMIT)
     digits = 4 if keys[0].dtype == torch.int64 else 2
     need = k
