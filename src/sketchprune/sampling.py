@@ -60,6 +60,16 @@ def gumbel(piece: Tensor, generator: torch.Generator) -> Tensor:
     return uniform(piece, generator).log_().neg_().log_().neg_()
 
 
+def replayable_gumbel(gens: Sequence[torch.Generator]) -> Callable[[Tensor, int], Tensor]:
+    """``noise(like, j)``: Gumbel noise for piece ``j`` that is identical on every call, so keys
+    recomputed in a later pass of :func:`largest_k` agree with the first."""
+
+    def noise(like: Tensor, j: int) -> Tensor:
+        return gumbel(like, torch.Generator(device=like.device).set_state(gens[j].get_state()))
+
+    return noise
+
+
 def ordered_int(x: Tensor) -> Tensor:
     """Map float32/float64 ``x`` to integers with the same order (-0.0 is mapped like +0.0)."""
     if x.dtype == torch.float32:

@@ -151,17 +151,13 @@ def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) 
         return lw * power if power != 1 else lw
 
     if scheme == "exact":
-        gens = sampling.piece_generators(generator, len(pieces), device)
         positive = sum(int((log_weight(j) > -math.inf).sum().item()) for j in range(len(pieces)))
-
-        def key(j: int) -> Tensor:
-            lw = log_weight(j)
-            g = sampling.gumbel(lw, torch.Generator(device=device).set_state(gens[j].get_state()))
-            if k <= positive:
-                return lw + g
-            return torch.where(lw > -math.inf, torch.full_like(lw, math.inf), g)
-
-        sampling.largest_k(sizes, key, k, out_pieces)
+        if k <= positive:
+            _complete_exact(pieces, out_pieces, k, generator, log_weight)
+        else:  # zero rule: every positive weight, the rest uniformly among the zero weights
+            for j, o in enumerate(out_pieces):
+                o.copy_(log_weight(j) > -math.inf)
+            _complete_exact(pieces, out_pieces, k - positive, generator, lambda j: torch.zeros_like(pieces[j]))
         return
 
     top = max(float(log_weight(j).max().item()) for j in range(len(pieces)))
@@ -215,17 +211,16 @@ def _iid_distinct(weights, out_pieces, k, generator, log_weight, rounds: int = 2
         _complete_exact(weights, out_pieces, k - got, generator, log_weight)
 
 
-def _complete_exact(weights, out_pieces, k, generator, log_weight) -> None:
-    """Add ``k`` entries not yet kept, by successive sampling proportional to the weights."""
-    device = weights[0].device
-    gens = sampling.piece_generators(generator, len(weights), device)
+def _complete_exact(pieces, out_pieces, k, generator, log_weight) -> None:
+    """Add ``k`` entries not yet kept, by successive sampling proportional to ``exp(log_weight)``:
+    the exponential race, i.e. the ``k`` largest ``log w + Gumbel`` among the entries not kept."""
+    noise = sampling.replayable_gumbel(sampling.piece_generators(generator, len(pieces), pieces[0].device))
     extra = [torch.zeros_like(o) for o in out_pieces]
 
     def key(j: int) -> Tensor:
         lw = log_weight(j)
-        g = sampling.gumbel(lw, torch.Generator(device=device).set_state(gens[j].get_state()))
-        return torch.where(out_pieces[j], torch.full_like(lw, -math.inf), lw + g)
+        return (lw + noise(lw, j)).masked_fill_(out_pieces[j], -math.inf)
 
-    sampling.largest_k([w.numel() for w in weights], key, k, extra)
+    sampling.largest_k([p.numel() for p in pieces], key, k, extra)
     for o, e in zip(out_pieces, extra):
         o |= e
