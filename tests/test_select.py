@@ -149,11 +149,13 @@ def test_chunked_recompute_equals_cached(monkeypatch):
     monkeypatch.setattr(sampling, "PIECE", 256)
     by_sort = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(sampling, "SORT_LIMIT", 0)  # radix select from here on
+    merged = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
+    monkeypatch.setattr(sampling, "MERGE_LIMIT", 0)  # and over separate pieces
     cached = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(sampling, "CACHE_LIMIT", 0)
     fresh = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    for a, b, c in zip(cached, fresh, by_sort):
-        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in s)
+    for a, b, c, d in zip(cached, fresh, by_sort, merged):
+        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) and torch.equal(a[n], d[n]) for n in s)
 
 
 @settings(max_examples=40, deadline=None)

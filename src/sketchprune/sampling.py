@@ -26,6 +26,9 @@ PIECE = 1 << 22
 SORT_LIMIT = 1 << 16
 """Sets of at most this many elements are selected by one stable sort (same rule, less overhead)."""
 
+MERGE_LIMIT = 1 << 21
+"""Sets of at most this many elements spread over several pieces are merged into one key tensor."""
+
 CACHE_LIMIT = 1 << 27
 """Keys of at most this many elements in total are kept between passes; larger sets are recomputed."""
 
@@ -149,6 +152,14 @@ def largest_k(
         flat = torch.zeros(total, dtype=torch.bool, device=keys_all.device)
         flat[order[:k]] = True
         for o, part in zip(outs, flat.split(list(sizes))):
+            o.copy_(part)
+        return
+    if len(sizes) > 1 and total <= MERGE_LIMIT:
+        # many small tensors (a network's layers): one flat key tensor saves a Python loop per pass
+        flat_keys = torch.cat([make_key(j).reshape(-1) for j in range(len(sizes))])
+        flat_out = torch.zeros(total, dtype=torch.bool, device=flat_keys.device)
+        largest_k([total], lambda _: flat_keys, k, [flat_out])
+        for o, part in zip(outs, flat_out.split(list(sizes))):
             o.copy_(part)
         return
     if total > CACHE_LIMIT:
