@@ -24,7 +24,7 @@ PIECE = 1 << 22
 """Elements per piece. Fixed, because per-piece random streams make results depend on it."""
 
 SORT_LIMIT = 1 << 16
-"""Sets of at most this many elements are selected by one stable sort (same rule, less overhead)."""
+"""Sets (and radix buckets) of at most this many elements are finished by one stable sort."""
 
 MERGE_LIMIT = 1 << 21
 """Sets of at most this many elements spread over several pieces are merged into one key tensor."""
@@ -146,14 +146,6 @@ def largest_k(
         for o in outs:
             o.fill_(k >= total and total > 0)
         return
-    if total <= SORT_LIMIT:
-        keys_all = torch.cat([ordered_int(make_key(j)) for j in range(len(sizes))])
-        order = torch.sort(keys_all, descending=True, stable=True).indices
-        flat = torch.zeros(total, dtype=torch.bool, device=keys_all.device)
-        flat[order[:k]] = True
-        for o, part in zip(outs, flat.split(list(sizes))):
-            o.copy_(part)
-        return
     if len(sizes) > 1 and total <= MERGE_LIMIT:
         # many small tensors (a network's layers): one flat key tensor saves a Python loop per pass
         flat_keys = torch.cat([make_key(j).reshape(-1) for j in range(len(sizes))])
@@ -161,6 +153,11 @@ def largest_k(
         largest_k([total], lambda _: flat_keys, k, [flat_out])
         for o, part in zip(outs, flat_out.split(list(sizes))):
             o.copy_(part)
+        return
+    if len(sizes) == 1 and total <= SORT_LIMIT:  # one stable sort: same rule, less overhead
+        order = torch.sort(ordered_int(make_key(0)), descending=True, stable=True).indices
+        outs[0].zero_()
+        outs[0][order[:k]] = True
         return
     if total > CACHE_LIMIT:
         _fix_mmap_threshold()
@@ -187,10 +184,10 @@ def largest_k(
         bucket = int(hist[digit].item())
         if bucket <= SORT_LIMIT:
             break
-    # keep every key whose top bits exceed the bucket; choose `need` of the bucket's members
-    exact = level == digits - 1  # the bucket holds equal keys: ties, taken in index order
+    # keep every key whose top bits exceed the bucket; choose `need` of the bucket's members:
+    # by one sort when the bucket is small, else (all digits resolved: equal keys) in index order
     winners: list[Tensor] = []
-    if not exact or bucket <= SORT_LIMIT:
+    if bucket <= SORT_LIMIT:
         vals, idx, start = [], [], 0
         for j in range(keys.count):
             kj = keys[j]
