@@ -16,6 +16,14 @@ def check(condition: bool, message: str) -> None:
         raise SketchpruneError(message)
 
 
+def check_density(density: object) -> None:
+    """Reject a density outside (0, 1] (the one message every entry point gives)."""
+    check(
+        isinstance(density, (int, float)) and not isinstance(density, bool) and 0 < density <= 1,
+        f"density must be in (0, 1], got {density!r}; for a compression ratio C use density 1/C",
+    )
+
+
 def check_finite(t, what: str) -> None:
     """Reject NaN or inf entries in tensor ``t`` (``what`` names it in the message)."""
     import torch

@@ -17,7 +17,7 @@ import torch
 from sketchprune import data as datasets
 from sketchprune import models, seeding
 from sketchprune.config import config_hash, to_dict
-from sketchprune.errors import check
+from sketchprune.errors import check_density
 from sketchprune.pruning import prune, reinitialize
 from sketchprune.results import read_json, write_json
 from sketchprune.train import TrainConfig, train
@@ -47,7 +47,7 @@ class RunConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        check(0 < self.density <= 1, f"density must be in (0, 1], got {self.density}; for compression C use 1/C")
+        check_density(self.density)
         self.train.validate()
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune import scorers, seeding
-from sketchprune.errors import SketchpruneError, check
+from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
 from sketchprune.selection import budget, select
 
@@ -142,8 +142,7 @@ def prune(
     if method not in scorers.SCORERS:
         raise SketchpruneError(f"unknown method {method!r}; known methods: {', '.join(sorted(scorers.SCORERS))}")
     check(scope in SCOPES, f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
-    check(isinstance(density, (int, float)) and 0 < density <= 1,
-          f"density must be in (0, 1], got {density!r}; for a compression ratio C use density 1/C")
+    check_density(density)
     iterations = DEFAULT_ITERATIONS.get(method, 1) if iterations is None else iterations
     check(isinstance(iterations, int) and iterations >= 1, f"iterations must be an integer >= 1, got {iterations!r}")
     on_collapse = options.get("on_collapse", "warn")
@@ -152,10 +151,7 @@ def prune(
     check(sample_rounds in ("all", "last"), "sample_rounds must be 'all' or 'last'")
     batches = _batches(data)
     if method in scorers.NEEDS_DATA and not batches:
-        raise SketchpruneError(
-            f"method {method!r} needs data: pass data=[(inputs, targets), ...] (a DataLoader works), "
-            "or use a data-free method (random, magnitude, synflow, ntk)"
-        )
+        raise scorers.needs_data(method)
 
     def find(m: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_parameters(m, include_bias=options.get("include_bias", False),

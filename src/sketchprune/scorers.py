@@ -34,11 +34,16 @@ class ScoreContext:
 
     def batches(self, method: str) -> list[tuple[Tensor, Tensor]]:
         if not self.data:
-            raise SketchpruneError(
-                f"method {method!r} needs data: pass data=[(inputs, targets), ...] (a DataLoader works) "
-                "or use a data-free method (random, magnitude, synflow, ntk)"
-            )
+            raise needs_data(method)
         return [(x.to(self.device), y.to(self.device)) for x, y in self.data]
+
+
+def needs_data(method: str) -> SketchpruneError:
+    """The error for a data-dependent method called without data."""
+    return SketchpruneError(
+        f"method {method!r} needs data: pass data=[(inputs, targets), ...] (a DataLoader works), "
+        "or use a data-free method (random, magnitude, synflow, ntk)"
+    )
 
 
 Scorer = Callable[[ScoreContext], Scores]

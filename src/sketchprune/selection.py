@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import sampling
-from sketchprune.errors import SketchpruneError, all_finite, check
+from sketchprune.errors import SketchpruneError, all_finite, check, check_density
 
 Scores = Union[Tensor, Mapping[str, Tensor]]
 MODES = ("topk", "sample")
@@ -101,10 +101,7 @@ def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
         if missing:
             raise SketchpruneError(f"no density given for {missing[0]!r}; give one density per scored tensor")
     for d in dens:
-        check(
-            isinstance(d, (int, float)) and 0 < d <= 1,
-            f"density must be in (0, 1], got {d!r}; for a compression ratio C use density 1/C",
-        )
+        check_density(d)
     for name, t in named.items():
         what = f"scores for {name!r}" if name else "scores"
         check(t.is_floating_point(), f"{what} must be a float tensor, got {t.dtype}; convert with .float()")
