@@ -119,16 +119,6 @@ def _register_theory() -> None:
 _register_theory()
 
 
-def _density(density: Optional[float], compression: Optional[float]) -> float:
-    if compression is not None:
-        if density is not None:
-            raise SketchpruneError("give --density or --compression, not both")
-        if not compression >= 1:
-            raise SketchpruneError(f"--compression must be >= 1 (it is 1/density), got {compression}")
-        return 1.0 / compression
-    return 0.1 if density is None else density
-
-
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Option("resnet20", "--model", help="Model name (see sketchprune.models.names())."),
@@ -156,7 +146,9 @@ def prune_cmd(
     from sketchprune import models
     from sketchprune.pruning import prune
 
-    d = _density(density, compression)
+    from sketchprune.experiment import density_from
+
+    d = density_from(density, compression)
     data, shape, classes = None, (3, 32, 32), 10
     if dataset is not None:
         ds = datasets.load(dataset)
@@ -205,7 +197,7 @@ def train_cmd(**kwargs: Any) -> None:
     """Prune at initialization, then train; writes a run folder with config, masks, metrics and result."""
     import dataclasses
 
-    from sketchprune.experiment import RunConfig, execute
+    from sketchprune.experiment import RunConfig, density_from, execute
     from sketchprune.train import TrainConfig
 
     run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name != "train"]
@@ -213,7 +205,7 @@ def train_cmd(**kwargs: Any) -> None:
     tcfg = cfgmod.build(TrainConfig, {k: kwargs[k] for k in train_fields})
     values = {k: kwargs[k] for k in run_fields}
     if kwargs["compression"] is not None:
-        values["density"] = _density(None, kwargs["compression"])
+        values["density"] = density_from(None, kwargs["compression"])  # --compression replaces --density
     cfg = dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
     out = kwargs["out"]
     result = execute(cfg, out, device=kwargs["device"], data_root=kwargs["data_root"], download=kwargs["download"],

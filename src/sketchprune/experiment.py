@@ -17,7 +17,7 @@ import torch
 from sketchprune import data as datasets
 from sketchprune import models, seeding
 from sketchprune.config import config_hash, to_dict
-from sketchprune.errors import check_density
+from sketchprune.errors import check, check_density
 from sketchprune.pruning import prune, reinitialize
 from sketchprune.results import read_json, write_json
 from sketchprune.train import TrainConfig, train
@@ -49,6 +49,16 @@ class RunConfig:
     def validate(self) -> None:
         check_density(self.density)
         self.train.validate()
+
+
+def density_from(density: float | None, compression: float | None, default: float = 0.1) -> float:
+    """The density given either directly or as a compression ratio ``C`` (density ``1 / C``)."""
+    if compression is None:
+        return default if density is None else density
+    check(density is None, "give density or compression, not both")
+    check(isinstance(compression, (int, float)) and compression >= 1,
+          f"compression must be a number >= 1 (it is 1/density), got {compression!r}")
+    return 1.0 / compression
 
 
 def run_name(cfg: RunConfig) -> str:

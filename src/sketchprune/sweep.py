@@ -32,7 +32,7 @@ import yaml
 
 from sketchprune import config as cfgmod
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.experiment import RunConfig, execute
+from sketchprune.experiment import RunConfig, density_from, execute
 from sketchprune.results import read_json, write_json
 from sketchprune.train import TrainConfig
 
@@ -55,10 +55,7 @@ def run_config(values: Mapping[str, Any]) -> RunConfig:
     for key in [k for k in values if k.startswith("train.")]:
         train_values[key.split(".", 1)[1]] = values.pop(key)
     if "compression" in values:
-        c = values.pop("compression")
-        check(isinstance(c, (int, float)) and c >= 1, f"compression must be a number >= 1, got {c!r}")
-        check("density" not in values, "give density or compression, not both")
-        values["density"] = 1.0 / c
+        values["density"] = density_from(values.get("density"), values.pop("compression"))
     tcfg = cfgmod.build(TrainConfig, train_values)
     return dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
 
