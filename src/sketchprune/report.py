@@ -73,11 +73,10 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    from sketchprune.results import format_cell
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(format_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +147,8 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
         return "<p>(none)</p>"
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(f'{r[c]:.4g}' if isinstance(r[c], float) else str(r[c]))}</td>"
-                                    for c in cols) + "</tr>" for r in rows)
+    from sketchprune.results import format_cell
+
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(r[c]))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

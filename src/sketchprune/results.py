@@ -84,7 +84,8 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], columns: 
     return write_text(path, buf.getvalue())
 
 
-def _fmt(v: Any) -> str:
+def format_cell(v: Any) -> str:
+    """One table cell: floats to 4 significant digits, None as "-"."""
     if isinstance(v, float):
         return f"{v:.4g}"
     return "-" if v is None else str(v)
@@ -95,7 +96,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
-    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    cells = [[format_cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     head = "  ".join(c.rjust(w) for c, w in zip(columns, widths))
     lines = [head, "  ".join("-" * w for w in widths)]
