@@ -81,7 +81,8 @@ def child(impl: str, name: str, rounds: int) -> None:
     if impl == "baseline":
         baseline(model, method, 0.01, r, x, y)
     else:
-        extra = {"synflow_dtype": "float32"} if impl == "ours-f32" else {}
+        extra = ({"synflow_dtype": "float32"} if impl == "ours-f32"
+                 else {"grasp_chunk": 32} if impl == "ours-chunk32" else {})
         prune(model, method, 0.01, iterations=r, data=[(x, y)], input_shape=(3, 32, 32), **extra)
     secs = time.perf_counter() - t0
     with open("/proc/self/status") as f:

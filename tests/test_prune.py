@@ -1,5 +1,6 @@
 """prune(): scorers against independent computations, conservation, counts, sanity checks, errors."""
 
+import copy
 import math
 import warnings
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from sketchprune import SketchpruneError, models, prune, scorers
+from sketchprune import SketchpruneError, models, prune, sampling, scorers
 from sketchprune.pruning import erk_densities, prunable_parameters
 
 
@@ -85,6 +86,21 @@ def test_grasp_equals_forward_over_reverse_hvp():
         assert torch.allclose(scores[n], params[n] * hg[n], rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("split", [{"grasp_chunk": 7}, {"batches": 3}])
+def test_grasp_over_batches_or_micro_batches_equals_one_batch(split):
+    model = tiny_mlp().double()
+    x, y = batch(n=20)[0]
+    whole = scorers.grasp(context(model, [(x.double(), y)], grasp_temperature=2.0))
+    if "batches" in split:
+        data = list(zip(x.double().split(7), y.split(7)))
+        parts = scorers.grasp(context(model, data, grasp_temperature=2.0))
+    else:
+        parts = scorers.grasp(context(model, [(x.double(), y)], grasp_temperature=2.0, **split))
+    for n in whole:
+        assert torch.allclose(parts[n], whole[n], rtol=1e-9, atol=1e-12)
+    assert any(float(s.abs().max()) > 0 for s in whole.values())
+
+
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("mode", ["topk", "sample"])
 def test_exact_kept_counts(scope, mode):
@@ -146,6 +162,60 @@ def test_model_is_unchanged(method):
     assert model.training
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def reference_synflow(model, density, rounds, input_shape):
+    """Iterative SynFlow written the plain way: float64 autograd, full masks, stable global sort."""
+    m = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for t in list(m.parameters()) + [b for b in m.buffers() if b.is_floating_point()]:
+            t.abs_()
+    params = prunable_parameters(m)
+    orig = {n: p.detach().clone() for n, p in params.items()}
+    masks = {n: torch.ones(p.shape, dtype=torch.bool) for n, p in params.items()}
+    total = sum(p.numel() for p in params.values())
+    for r in range(1, rounds + 1):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(orig[n] * masks[n])
+        m.zero_grad()
+        m(torch.ones(1, *input_shape, dtype=torch.float64)).sum().backward()
+        flat = torch.cat([(p.grad * p).abs().masked_fill(~masks[n], -math.inf).reshape(-1)
+                          for n, p in params.items()])
+        keep = torch.zeros(total, dtype=torch.bool)
+        keep[torch.sort(flat, descending=True, stable=True).indices[: round(density ** (r / rounds) * total)]] = True
+        masks = dict(zip(params, (k.view(p.shape) for k, p in zip(keep.split([p.numel() for p in params.values()]),
+                                                                   params.values()))))
+    return masks
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "resnet20"])
+def test_iterative_synflow_equals_the_plain_computation(name, monkeypatch):
+    monkeypatch.setattr(sampling, "SORT_LIMIT", 512)  # small sets take the sample-bracket select too
+    torch.manual_seed(0)
+    model = models.create(name, width=0.25 if name.startswith("vgg") else 4)
+    got = prune(model, "synflow", 0.02, iterations=12, input_shape=(3, 32, 32))
+    want = reference_synflow(model, 0.02, 12, (3, 32, 32))
+    assert all(torch.equal(got[n], want[n]) for n in want)
+
+
+class TiedHead(nn.Module):
+    """Uses its first layer's weight again outside that layer: the fast weight gradients must not be used."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 6, bias=False)
+        self.b = nn.Linear(6, 3, bias=False)
+
+    def forward(self, x):
+        return self.b(self.a(x) @ self.a.weight)
+
+
+def test_synflow_on_a_model_that_reuses_a_weight_falls_back_to_autograd():
+    torch.manual_seed(0)
+    model = TiedHead()
+    got = prune(model, "synflow", 0.3, iterations=4, input_shape=(6,))
+    assert all(torch.equal(got[n], w) for n, w in reference_synflow(model, 0.3, 4, (6,)).items())
 
 
 @pytest.mark.parametrize("name", ["vgg16_bn", "resnet20"])

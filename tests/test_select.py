@@ -148,14 +148,17 @@ def test_chunked_recompute_equals_cached(monkeypatch):
     s = {"a": torch.rand(2500, generator=g(2)), "b": torch.rand(700, generator=g(3))}
     monkeypatch.setattr(sampling, "PIECE", 256)
     by_sort = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "SORT_LIMIT", 0)  # radix select from here on
+    monkeypatch.setattr(sampling, "SORT_LIMIT", 0)  # sample-bracket select
+    bracket = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
+    monkeypatch.setattr(sampling, "BRACKET", False)  # radix select from here on
     merged = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(sampling, "MERGE_LIMIT", 0)  # and over separate pieces
     cached = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(sampling, "CACHE_LIMIT", 0)
     fresh = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    for a, b, c, d in zip(cached, fresh, by_sort, merged):
-        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) and torch.equal(a[n], d[n]) for n in s)
+    for a, b, c, d, e in zip(cached, fresh, by_sort, merged, bracket):
+        assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) and torch.equal(a[n], d[n])
+                   and torch.equal(a[n], e[n]) for n in s)
 
 
 @settings(max_examples=40, deadline=None)
@@ -166,14 +169,18 @@ def test_radix_select_equals_stable_sort(vals, frac, f64):
     k = max(1, round(frac * len(vals)))
     outs_sort = [torch.zeros(len(vals), dtype=torch.bool)]
     sampling.largest_k([len(vals)], lambda j: x, k, outs_sort)
-    old = sampling.SORT_LIMIT
+    old = sampling.SORT_LIMIT, sampling.BRACKET
     sampling.SORT_LIMIT = 0
     try:
+        outs_bracket = [torch.zeros(len(vals), dtype=torch.bool)]
+        sampling.largest_k([len(vals)], lambda j: x, k, outs_bracket)
+        sampling.BRACKET = False
         outs_radix = [torch.zeros(len(vals), dtype=torch.bool)]
         sampling.largest_k([len(vals)], lambda j: x, k, outs_radix)
     finally:
-        sampling.SORT_LIMIT = old
+        sampling.SORT_LIMIT, sampling.BRACKET = old
     assert torch.equal(outs_sort[0], outs_radix[0]) and int(outs_sort[0].sum()) == k
+    assert torch.equal(outs_sort[0], outs_bracket[0])
 
 
 def test_per_layer_density_mapping():

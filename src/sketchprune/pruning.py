@@ -130,12 +130,13 @@ def prune(
     ``signed_map`` (for grasp with mode="sample"), ``include_bias``, ``include_norm``,
     ``exclude`` (glob patterns), ``shuffle`` / ``invert`` (sanity checks), ``on_collapse``
     ("warn" or "error"), ``input_shape`` (data-free scorers), ``train_mode`` (score in train
-    mode; default eval), and scorer options (``grasp_temperature``, ``ntk_samples``).
+    mode; default eval), and scorer options (``grasp_temperature``, ``grasp_chunk``, ``ntk_samples``,
+    ``synflow_dtype``).
     The model's weights, ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
     """
     known = {"scheme", "power", "sample_rounds", "signed_map", "include_bias", "include_norm", "exclude",
              "shuffle", "invert", "on_collapse", "input_shape", "train_mode", "grasp_temperature",
-             "ntk_samples", "ntk_chunk", "sketch_samples", "synflow_dtype"}
+             "grasp_chunk", "ntk_samples", "ntk_chunk", "sketch_samples", "synflow_dtype"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise SketchpruneError(f"unknown prune option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
@@ -175,20 +176,29 @@ def prune(
     work.train(bool(options.get("train_mode", False)))
 
     dens_schedule = round_densities(density, iterations, schedule)
-    masks = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in params.items()}
-    originals = {n: p.detach().clone() for n, p in params.items()}
     # synflow makes its model absolute (and float64): it works on a second copy, made once
     round_model = copy.deepcopy(work) if method == "synflow" else work
     round_params = find(round_model)
+    ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
+    alive: dict[str, Tensor | None] = {n: None for n in params}  # flat survivor indices; None = all
     for r, d in enumerate(dens_schedule):
-        with torch.no_grad():
-            for n, p in round_params.items():
-                p.copy_(originals[n] * masks[n])
-        ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
         scores = scorers.SCORERS[method](ctx)
+        survivors = {n: s.reshape(-1) if alive[n] is None else s.reshape(-1).index_select(0, alive[n])
+                     for n, s in scores.items()}
         last = r == len(dens_schedule) - 1
         round_mode = mode if (last or sample_rounds == "all") else "topk"
-        masks = _select_round(scores, masks, d, round_mode, scope, method, generator, opts, total)
+        keep = _select_round(survivors, params, d, round_mode, scope, method, generator, opts, total)
+        with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
+            for n, p in round_params.items():
+                idx = alive[n]
+                drop = torch.nonzero(~keep[n]).squeeze(1)
+                _zero_flat(p, drop if idx is None else idx[drop])
+                alive[n] = torch.nonzero(keep[n]).squeeze(1) if idx is None else idx[keep[n]]
+    masks = {}
+    for n, p in params.items():
+        m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+        m[alive[n]] = True
+        masks[n] = m.view(p.shape)
 
     if options.get("shuffle"):
         masks = shuffle_within_layers(masks, generator)
@@ -203,10 +213,14 @@ def prune(
     return result
 
 
-def _select_round(scores, masks, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:
-    """Select among surviving weights so that ``density`` of *all* prunable weights stays."""
+def _select_round(survivors, params, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:
+    """Select among the surviving weights (flat scores) so that ``density`` of *all* weights stays.
+
+    Returns one flat boolean per tensor, aligned with its survivors.
+    """
     invert = bool(opts.get("invert"))
     log_scores = False
+    scores = survivors
     if mode == "sample":
         if method in scorers.SIGNED:
             scores, log_scores = scorers.nonnegative(scores, opts.get("signed_map", "positive"))
@@ -214,40 +228,32 @@ def _select_round(scores, masks, density, mode, scope, method, generator, opts, 
             if log_scores:
                 scores = {n: -s for n, s in scores.items()}
             else:
-                hi = max(float(s.max()) for s in scores.values())
+                hi = max(float(s.max()) for s in scores.values() if s.numel())
                 scores = {n: hi - s for n, s in scores.items()}
     elif invert:
         scores = {n: -s for n, s in scores.items()}
     kw: dict[str, Any] = {"mode": mode, "generator": generator, "log_scores": log_scores}
+    if mode == "sample":
+        kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
+    alive = {n: s.numel() for n, s in scores.items()}
+    live = {n: s for n, s in scores.items() if alive[n]}  # collapsed layers have nothing to select
     if scope == "global":
-        per_layer = None
-        target = budget(density, total)
+        sel = select(live, min(1.0, budget(density, total) / sum(alive.values())), **kw)
     else:
-        dens = (erk_densities({n: tuple(m.shape) for n, m in masks.items()}, density) if scope == "erk"
-                else {n: density for n in masks})
+        dens = (erk_densities({n: tuple(p.shape) for n, p in params.items()}, density) if scope == "erk"
+                else {n: density for n in params})
         # a layer keeps at least one weight so that every layer stays connected
-        per_layer = {n: max(1, budget(dens[n], masks[n].numel())) for n in masks}
-    if mode == "topk":
-        # rank full tensors with pruned entries at -inf (never chosen): no gather/scatter of survivors;
-        # log_scores=True only admits the -inf (top-k ranks the values as they are)
-        ranked = {n: s.masked_fill(~masks[n], -math.inf) for n, s in scores.items()}
-        if per_layer is None:
-            return select(ranked, target / total, mode="topk", log_scores=True)
-        return select(ranked, {n: per_layer[n] / masks[n].numel() for n in masks}, scope="layer", mode="topk",
-                      log_scores=True)
-    kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
-    survivors = {n: scores[n][masks[n]] for n in scores}
-    alive = {n: int(m.sum()) for n, m in masks.items()}
-    if per_layer is None:
-        sel = select(survivors, min(1.0, target / sum(alive.values())), **kw)
+        per_layer = {n: max(1, budget(dens[n], params[n].numel())) for n in live}
+        sel = select(live, {n: min(1.0, per_layer[n] / alive[n]) for n in live}, scope="layer", **kw)
+    return {n: sel[n] if n in sel else torch.zeros(0, dtype=torch.bool, device=s.device) for n, s in scores.items()}
+
+
+def _zero_flat(p: Tensor, idx: Tensor) -> None:
+    """Set the entries of ``p`` at flat (row-major) positions ``idx`` to zero, in place."""
+    if p.is_contiguous():
+        p.view(-1).index_fill_(0, idx, 0)
     else:
-        sel = select(survivors, {n: min(1.0, per_layer[n] / max(alive[n], 1)) for n in masks}, scope="layer", **kw)
-    out = {}
-    for n, m in masks.items():
-        new = torch.zeros_like(m)
-        new[m] = sel[n]
-        out[n] = new
-    return out
+        p.copy_(p.reshape(-1).index_fill(0, idx, 0).view(p.shape))
 
 
 def shuffle_within_layers(masks: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:

@@ -32,6 +32,9 @@ MERGE_LIMIT = 1 << 21
 CACHE_LIMIT = 1 << 27
 """Keys of at most this many elements in total are kept between passes; larger sets are recomputed."""
 
+BRACKET = True
+"""Try the sample-bracket select before the radix passes (sets of at most CACHE_LIMIT elements)."""
+
 _DIGIT = 16
 _MASK = (1 << _DIGIT) - 1
 
@@ -159,6 +162,8 @@ def largest_k(
         outs[0].zero_()
         outs[0][order[:k]] = True
         return
+    if BRACKET and total <= CACHE_LIMIT and _bracket_select(sizes, [make_key(j).reshape(-1) for j in range(len(sizes))], k, outs):
+        return
     if total > CACHE_LIMIT:
         _fix_mmap_threshold()
     keys = _Keys(len(sizes), make_key, cache=total <= CACHE_LIMIT)
@@ -213,6 +218,55 @@ def largest_k(
             keep[local] = True
         outs[j].copy_(keep)
         start += sizes[j]
+
+
+def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: Sequence[Tensor]) -> bool:
+    """Sample-bracket select (Floyd & Rivest 1975): the radix result in one pass over the keys.
+
+    A sorted random sample brackets the k-th largest key between two sample values ``lo <= hi``.
+    One comparison pass per piece keeps the keys above ``hi`` and collects the candidates: the
+    keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. A
+    stable sort of the candidates in the bracket finishes (ties: lowest index first). The sample
+    (fixed generator) only decides the bracket, never the result. Returns False, with ``outs``
+    partly written, in the rare case that the bracket misses the k-th key.
+    """
+    total = sum(sizes)
+    device = keys[0].device
+    m = min(total, 1 << 15)
+    pos = torch.randint(total, (m,), generator=torch.Generator().manual_seed(0x5EED)).to(device)
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + n)
+    piece = torch.searchsorted(torch.tensor(starts[1:], device=device), pos, right=True)
+    sample = torch.cat([keys[j][pos[piece == j] - starts[j]] for j in range(len(keys))])
+    sample = sample.sort(descending=True).values
+    q, spread = k * m / total, 4 * math.sqrt(m * (k / total) * (1 - k / total)) + 16
+    hi = float(sample[int(q - spread)]) if q - spread >= 0 else math.inf
+    lo = float(sample[int(q + spread)]) if q + spread < m else -math.inf
+    side = "many" if total - k <= total // 8 else "few" if k <= total // 8 else "band"
+    cand, kept_outside = [], 0
+    for kj, o in zip(keys, outs):
+        if side == "few":  # candidates: every key >= lo; nothing kept outside them
+            cand.append(torch.nonzero(kj >= lo).squeeze(1))
+            o.zero_()
+            continue
+        torch.gt(kj, hi, out=o)
+        if side == "many":  # candidates: every key <= hi
+            cand.append(torch.nonzero(~o).squeeze(1))
+            kept_outside += o.numel() - cand[-1].numel()
+        else:
+            cand.append(torch.nonzero((kj >= lo) ^ o).squeeze(1))
+            kept_outside += int(torch.count_nonzero(o))
+    vals = torch.cat([kj[c] for kj, c in zip(keys, cand)])
+    sure = vals > hi
+    band = torch.nonzero((vals >= lo) & ~sure).squeeze(1)
+    need = k - kept_outside - int(torch.count_nonzero(sure))
+    if not 0 <= need <= band.numel():
+        return False
+    sure[band[torch.sort(vals[band], descending=True, stable=True).indices[:need]]] = True
+    for o, c, w in zip(outs, cand, sure.split([c.numel() for c in cand])):
+        o[c[w]] = True
+    return True
 
 
 def inclusion_probabilities(weights: Sequence[Tensor], k: float, max_rounds: int = 200) -> Callable[[Tensor], Tensor]:

@@ -31,6 +31,8 @@ class ScoreContext:
     generator: torch.Generator
     device: torch.device
     options: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    """Kept across the rounds of one ``prune`` call (e.g. synflow's prepared model)."""
 
     def batches(self, method: str) -> list[tuple[Tensor, Tensor]]:
         if not self.data:
@@ -110,23 +112,46 @@ def grasp(ctx: ScoreContext) -> Scores:
 
     Wang et al. remove the weights with the largest ``-theta * Hg``, i.e. keep the largest
     ``theta * Hg`` (this scorer). ``g`` is the loss gradient at temperature ``T`` (option
-    ``grasp_temperature``, default 200) and ``Hg`` a Hessian-gradient product by double backward.
+    ``grasp_temperature``, default 200) and ``Hg`` a Hessian-gradient product by double backward,
+    summed over the batches. The last batch's differentiable gradient also completes ``g``, so
+    one batch costs one forward and one double backward. Option ``grasp_chunk`` splits batches
+    into micro-batches of that size: less memory, one more forward/backward per extra micro-batch
+    (exact in eval mode, where samples do not interact).
     """
     T = float(ctx.options.get("grasp_temperature", 200.0))
     params = list(ctx.params.values())
     batches = ctx.batches("grasp")
+    chunk = ctx.options.get("grasp_chunk")
+    if chunk is not None:
+        check(isinstance(chunk, int) and chunk >= 1, f"grasp_chunk must be an integer >= 1, got {chunk!r}")
+        batches = [(xc, yc) for x, y in batches for xc, yc in zip(x.split(chunk), y.split(chunk))]
     _zero_grads(ctx.model.parameters())
+
+    def grads(x: Tensor, y: Tensor, create_graph: bool) -> list[Tensor]:
+        loss = F.cross_entropy(ctx.model(x) / T, y, reduction="sum")
+        got = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+        return [t if t is not None else torch.zeros_like(p) for t, p in zip(got, params)]
+
+    hg = [torch.zeros_like(p) for p in params]
+
+    def hessian_times(g: list[Tensor], gi: list[Tensor]) -> None:  # hg += d(g . gi)/dtheta
+        z = sum((a * b).sum() for a, b in zip(g, gi) if b.requires_grad)
+        for acc, t in zip(hg, torch.autograd.grad(z, params, allow_unused=True)):
+            if t is not None:
+                acc.add_(t)
+
     g = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        gi = torch.autograd.grad(F.cross_entropy(ctx.model(x) / T, y, reduction="sum"), params, allow_unused=True)
-        g = [a + (b if b is not None else 0) for a, b in zip(g, gi)]
-    for x, y in batches:
-        gi = torch.autograd.grad(F.cross_entropy(ctx.model(x) / T, y, reduction="sum"), params,
-                                 create_graph=True, allow_unused=True)
-        z = sum((a * b).sum() for a, b in zip(g, gi) if b is not None)
-        z.backward()
-    return {n: (p.detach() * p.grad) if p.grad is not None else torch.zeros_like(p)
-            for n, p in ctx.params.items()}
+    for x, y in batches[:-1]:
+        for a, b in zip(g, grads(x, y, False)):
+            a.add_(b)
+    last = grads(*batches[-1], True)
+    for a, b in zip(g, last):
+        a.add_(b.detach())
+    hessian_times(g, last)
+    del last
+    for x, y in batches[:-1]:
+        hessian_times(g, grads(x, y, True))
+    return {n: hg_n.mul_(p.detach()) for (n, p), hg_n in zip(ctx.params.items(), hg)}
 
 
 @register("synflow")
@@ -135,30 +160,108 @@ def synflow(ctx: ScoreContext) -> Scores:
 
     Computed on the model made absolute (parameters and floating buffers) in float64 by default,
     so deep networks (ResNet-110: R ~ 1e130, beyond float32) neither overflow nor lose the ranking.
-    ``synflow_dtype="float32"`` is faster and falls back to float64 when R overflows.
-    Scores are returned divided by the largest one.
+    ``synflow_dtype="float32"`` is faster and falls back to float64 when R overflows. The model
+    is prepared once per ``prune`` call; later rounds see it with the dropped weights zeroed.
     """
-    dtype = ctx.options.get("synflow_dtype", "float64")
-    check(dtype in ("float32", "float64"), f"synflow_dtype must be float32 or float64, got {dtype!r}")
     shape = ctx.options.get("input_shape")
     check(shape is not None, "synflow needs the input shape: pass data or input_shape=(C, H, W)")
     model = ctx.model
-    model.eval()
-    with torch.no_grad():
-        for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-            t.abs_()
-    for dt in ((torch.float32, torch.float64) if dtype == "float32" else (torch.float64,)):
-        model.to(dt)
-        _zero_grads(model.parameters())
-        R = model(torch.ones((1, *shape), dtype=dt, device=ctx.device)).sum()
-        if bool(torch.isfinite(R)):
+    if "synflow_dtype" not in ctx.state:
+        dtype = ctx.options.get("synflow_dtype", "float64")
+        check(dtype in ("float32", "float64"), f"synflow_dtype must be float32 or float64, got {dtype!r}")
+        model.eval()
+        with torch.no_grad():
+            for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+                t.abs_()
+        ctx.state["synflow_dtype"] = getattr(torch, dtype)
+    while True:
+        dt = ctx.state["synflow_dtype"]
+        if ctx.state.get("synflow_model_dtype") != dt:
+            model.to(dt)
+            ctx.state["synflow_model_dtype"] = dt
+        R, grads = _synflow_grads(ctx, torch.ones((1, *shape), dtype=dt, device=ctx.device))
+        if R is not None or dt == torch.float64:
             break
-    check(bool(torch.isfinite(R)), "SynFlow's R overflowed even in float64; the model is too deep for SynFlow")
-    R.backward()
-    scores = {n: (p.detach() * p.grad).abs() if p.grad is not None else torch.zeros_like(p)
-              for n, p in ctx.params.items()}
-    top = max(float(s.max()) for s in scores.values())
-    return {n: (s / top if top > 0 else s) for n, s in scores.items()}
+        ctx.state["synflow_dtype"] = torch.float64  # float32 overflowed: this and later rounds in float64
+    check(R is not None, "SynFlow's R overflowed even in float64; the model is too deep for SynFlow")
+    return {n: grads[n].mul_(p.detach()) for n, p in ctx.params.items()}
+
+
+_FAST_WEIGHT_GRAD = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scores]:
+    """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite).
+
+    Linear/Conv weights get their gradient from the layer's input and output gradient (one GEMM
+    per layer, as autograd would, but without autograd's buffers): forward hooks record the
+    layer's input and output and autograd only backpropagates to the outputs. The first round
+    checks these gradients against plain autograd and falls back to autograd for good when a
+    model uses its weights some other way (shared weights, a custom forward).
+    """
+    fast = ctx.state.setdefault("synflow_fast", _fast_weight_owners(ctx.model, ctx.params))
+    verify = "synflow_verified" not in ctx.state
+    calls: list[tuple[str, nn.Module, Tensor, Tensor]] = []
+
+    def record(name: str):
+        def hook(mod: nn.Module, inputs: tuple, out: Tensor) -> None:
+            calls.append((name, mod, inputs[0], out))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in fast.items()]
+    slow = [n for n in ctx.params if n not in fast or verify]
+    for p in ctx.model.parameters():
+        p.requires_grad_(False)
+    for n in slow:
+        ctx.params[n].requires_grad_(True)
+    try:
+        x = ones.requires_grad_(True)  # so the outputs need gradients even with frozen weights
+        R = ctx.model(x).sum()
+    finally:
+        for h in handles:
+            h.remove()
+    if not bool(torch.isfinite(R)):
+        return None, {}
+    got = torch.autograd.grad(R, [c[3] for c in calls] + [ctx.params[n] for n in slow], allow_unused=True)
+    grads: Scores = {}
+    for (name, mod, inp, out), g in zip(calls, got):
+        w = _weight_grad(mod, inp.detach(), g)
+        grads[name] = grads[name].add_(w) if name in grads else w
+    auto = {n: g if g is not None else torch.zeros_like(ctx.params[n]) for n, g in zip(slow, got[len(calls):])}
+    if verify:
+        ctx.state["synflow_verified"] = True
+        for n in fast:
+            if n not in grads or not torch.allclose(grads[n], auto[n], rtol=1e-5, atol=0):
+                ctx.state["synflow_fast"] = {}  # this model uses its weights some other way
+                break
+        return R.detach(), auto
+    grads.update(auto)
+    return R.detach(), grads
+
+
+def _fast_weight_owners(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, nn.Module]:
+    """Prunable weights of plain Linear/Conv layers (zero padding, unshared): name -> layer."""
+    uses: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        uses[id(p)] = uses.get(id(p), 0) + 1
+    wanted = {id(p): n for n, p in params.items()}
+    out = {}
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if (type(m) in _FAST_WEIGHT_GRAD and isinstance(w, nn.Parameter) and id(w) in wanted
+                and uses[id(w)] == 1 and getattr(m, "padding_mode", "zeros") == "zeros"
+                and not isinstance(getattr(m, "padding", 0), str)):
+            out[wanted[id(w)]] = m
+    return out
+
+
+def _weight_grad(m: nn.Module, inp: Tensor, gout: Tensor) -> Tensor:
+    """``dR/dW`` of a Linear/Conv layer from its input and the gradient at its output."""
+    if isinstance(m, nn.Linear):
+        return gout.reshape(-1, gout.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])
+    return torch.ops.aten.convolution_backward(
+        gout, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0] * len(m.stride), m.groups,
+        [False, True, False])[1]
 
 
 @register("ntk")
