@@ -99,20 +99,19 @@ def main() -> None:
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
-    print(f"{'case':>20} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8} {'mem ratio':>9}"
-          f" {'f32 s':>7} {'f32 x':>6}")
+    print(f"{'case':>20} {'variant':>12} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8}"
+          f" {'mem ratio':>9}")
+    variants = {"synflow": ("ours", "ours-f32"), "grasp": ("ours", "ours-chunk32")}
     for name in args.cases.split(","):
         res = {}
-        impls = ("ours", "baseline", "ours-f32") if name.startswith("synflow") else ("ours", "baseline")
-        for impl in impls:
+        for impl in ("baseline", *variants.get(name.split("-")[0], ("ours",))):
             out = subprocess.run([sys.executable, __file__, "--child", impl, name, str(args.rounds)],
                                  capture_output=True, text=True)
             res[impl] = json.loads(out.stdout) if out.returncode == 0 else {"seconds": float("nan"), "peak_mb": float("nan")}
-        o, b = res["ours"], res["baseline"]
-        print(f"{name:>20} {o['seconds']:>8.2f} {b['seconds']:>8.2f} {b['seconds'] / o['seconds']:>8.2f} "
-              f"{o['peak_mb']:>8.0f} {b['peak_mb']:>8.0f} {o['peak_mb'] / b['peak_mb']:>9.2f}"
-              + (f" {res['ours-f32']['seconds']:>7.2f} {b['seconds'] / res['ours-f32']['seconds']:>6.2f}"
-                 if "ours-f32" in res else ""), flush=True)
+        b = res.pop("baseline")
+        for impl, o in res.items():
+            print(f"{name:>20} {impl:>12} {o['seconds']:>8.2f} {b['seconds']:>8.2f} {b['seconds'] / o['seconds']:>8.2f} "
+                  f"{o['peak_mb']:>8.0f} {b['peak_mb']:>8.0f} {o['peak_mb'] / b['peak_mb']:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,8 @@ def prune(
         last = r == len(dens_schedule) - 1
         round_mode = mode if (last or sample_rounds == "all") else "topk"
         keep = _select_round(survivors, params, d, round_mode, scope, method, generator, opts, total)
+        if last:
+            break
         with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
             for n, p in round_params.items():
                 idx = alive[n]
@@ -196,8 +198,11 @@ def prune(
                 alive[n] = torch.nonzero(keep[n]).squeeze(1) if idx is None else idx[keep[n]]
     masks = {}
     for n, p in params.items():
+        if alive[n] is None:
+            masks[n] = keep[n].view(p.shape)
+            continue
         m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-        m[alive[n]] = True
+        m[alive[n][keep[n]]] = True
         masks[n] = m.view(p.shape)
 
     if options.get("shuffle"):

@@ -210,10 +210,12 @@ def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scor
 
     handles = [m.register_forward_hook(record(n)) for n, m in fast.items()]
     slow = [n for n in ctx.params if n not in fast or verify]
-    for p in ctx.model.parameters():
-        p.requires_grad_(False)
-    for n in slow:
-        ctx.params[n].requires_grad_(True)
+    if ctx.state.get("synflow_slow") != slow:  # autograd only for the weights without a fast gradient
+        ctx.state["synflow_slow"] = slow
+        for p in ctx.model.parameters():
+            p.requires_grad_(False)
+        for n in slow:
+            ctx.params[n].requires_grad_(True)
     try:
         x = ones.requires_grad_(True)  # so the outputs need gradients even with frozen weights
         R = ctx.model(x).sum()
