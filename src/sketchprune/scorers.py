@@ -125,7 +125,6 @@ def grasp(ctx: ScoreContext) -> Scores:
     if chunk is not None:
         check(isinstance(chunk, int) and chunk >= 1, f"grasp_chunk must be an integer >= 1, got {chunk!r}")
         batches = [(xc, yc) for x, y in batches for xc, yc in zip(x.split(chunk), y.split(chunk))]
-    _zero_grads(ctx.model.parameters())
 
     def grads(x: Tensor, y: Tensor, create_graph: bool) -> list[Tensor]:
         loss = F.cross_entropy(ctx.model(x) / T, y, reduction="sum")
@@ -199,7 +198,9 @@ def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scor
     checks these gradients against plain autograd and falls back to autograd for good when a
     model uses its weights some other way (shared weights, a custom forward).
     """
-    fast = ctx.state.setdefault("synflow_fast", _fast_weight_owners(ctx.model, ctx.params))
+    if "synflow_fast" not in ctx.state:  # found once per prune call, not every round
+        ctx.state["synflow_fast"] = _fast_weight_owners(ctx.model, ctx.params)
+    fast = ctx.state["synflow_fast"]
     verify = "synflow_verified" not in ctx.state
     calls: list[tuple[str, nn.Module, Tensor, Tensor]] = []
 
