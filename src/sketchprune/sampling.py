@@ -226,7 +226,8 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
     A sorted random sample brackets the k-th largest key between two sample values ``lo <= hi``.
     One comparison pass per piece keeps the keys above ``hi`` and collects the candidates: the
     keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. A
-    stable sort of the candidates in the bracket finishes (ties: lowest index first). The sample
+    stable sort of the candidates in the bracket finishes (ties: lowest index first); a band too
+    big to sort cheaply is bracketed again, in index order, by ``largest_k``. The sample
     (fixed generator) only decides the bracket, never the result. Returns False, with ``outs``
     partly written, in the rare case that the bracket misses the k-th key.
     """
@@ -263,7 +264,13 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
     need = k - kept_outside - int(torch.count_nonzero(sure))
     if not 0 <= need <= band.numel():
         return False
-    sure[band[torch.sort(vals[band], descending=True, stable=True).indices[:need]]] = True
+    band_vals = vals[band]
+    if SORT_LIMIT < band.numel() < total:  # a big band (band and index order kept): bracket it again
+        pick = torch.zeros(band.numel(), dtype=torch.bool, device=device)
+        largest_k([band.numel()], lambda _: band_vals, need, [pick])
+        sure[band[pick]] = True
+    else:
+        sure[band[torch.sort(band_vals, descending=True, stable=True).indices[:need]]] = True
     for o, c, w in zip(outs, cand, sure.split([c.numel() for c in cand])):
         o[c[w]] = True
     return True
