@@ -2,7 +2,9 @@
 
 The baseline follows the SynFlow code base's style: float32 scores, a full-size global
 ``kthvalue`` every round, and float masks multiplied in forward (``torch.nn.utils.prune``).
-Each case runs in a fresh child process (for its peak RSS); ratios are baseline / ours.
+Each case runs in a fresh child process (for its peak RSS); ratios are baseline / ours. SynFlow
+also reports ``floor-f64`` / ``floor-f32``: autograd's forward and backward alone, every round,
+with no scoring or selection, so ``baseline / floor`` bounds the speed-up any autograd SynFlow can reach.
 Run: ``python benchmarks/bench_prune.py [--rounds 100] [--cases synflow-vgg16,...]``.
 """
 
@@ -58,6 +60,20 @@ def baseline(model, method, density, rounds, x, y):
     return model
 
 
+def floor(model, dtype, rounds, shape):
+    """What any autograd SynFlow pays per round before it ranks anything: the absolute model's
+    batch-1 forward and backward (all weight gradients) in ``dtype``; no scores, no selection."""
+    model = copy.deepcopy(model).to(dtype).eval()
+    with torch.no_grad():
+        for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+            t.abs_()
+    ones = torch.ones(1, *shape, dtype=dtype)
+    for _ in range(rounds):
+        for p in model.parameters():
+            p.grad = None
+        model(ones).sum().backward()
+
+
 def case(name: str, rounds: int):
     from sketchprune import models
 
@@ -80,6 +96,8 @@ def child(impl: str, name: str, rounds: int) -> None:
     t0 = time.perf_counter()
     if impl == "baseline":
         baseline(model, method, 0.01, r, x, y)
+    elif impl.startswith("floor-"):
+        floor(model, torch.float64 if impl == "floor-f64" else torch.float32, r, x.shape[1:])
     else:
         extra = ({"synflow_dtype": "float32"} if impl == "ours-f32"
                  else {"grasp_chunk": 32} if impl == "ours-chunk32" else {})
@@ -101,7 +119,9 @@ def main() -> None:
         return
     print(f"{'case':>20} {'variant':>12} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8}"
           f" {'mem ratio':>9}")
-    variants = {"synflow": ("ours", "ours-f32"), "grasp": ("ours", "ours-chunk32")}
+    # floor-*: autograd's batch-1 forward + backward alone, so baseline / floor is the most
+    # speed-up any autograd SynFlow can reach on this machine
+    variants = {"synflow": ("ours", "ours-f32", "floor-f64", "floor-f32"), "grasp": ("ours", "ours-chunk32")}
     for name in args.cases.split(","):
         res = {}
         for impl in ("baseline", *variants.get(name.split("-")[0], ("ours",))):
