@@ -100,7 +100,7 @@ def child(impl: str, name: str, rounds: int) -> None:
         floor(model, torch.float64 if impl == "floor-f64" else torch.float32, r, x.shape[1:])
     else:
         extra = ({"synflow_dtype": "float32"} if impl == "ours-f32"
-                 else {"grasp_chunk": 32} if impl == "ours-chunk32" else {})
+                 else {"grasp_chunk": int(impl[len("ours-chunk"):])} if impl.startswith("ours-chunk") else {})
         prune(model, method, 0.01, iterations=r, data=[(x, y)], input_shape=(3, 32, 32), **extra)
     secs = time.perf_counter() - t0
     with open("/proc/self/status") as f:

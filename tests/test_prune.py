@@ -149,18 +149,35 @@ def test_same_seed_same_mask():
     assert all(torch.equal(a[n], b[n]) for n in a) and any(not torch.equal(a[n], c[n]) for n in a)
 
 
-@pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "ntk", "sketch", "iterative_snip"])
-def test_model_is_unchanged(method):
+@pytest.mark.parametrize("train_mode", [False, True])
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow", "ntk", "sketch", "iterative_snip"])
+def test_model_is_unchanged(method, train_mode):
     model = models.create("conv", input_shape=(3, 8, 8), width=4)
     model.train()
+    model[1].eval()  # a mixed-mode model: each module's mode must come back
     model[0].weight.requires_grad_(False)
+    model[1].weight.grad = torch.ones_like(model[1].weight)  # a gradient the caller holds
+    held = model[1].weight.grad
     state = {k: v.clone() for k, v in model.state_dict().items()}
     flags = [p.requires_grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
     data = [(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))]
     prune(model, method, 0.2, data=data, iterations=2 if method in ("synflow", "iterative_snip") else None,
-          mode="sample", grasp_temperature=1.0)
-    assert model.training
+          mode="sample", grasp_temperature=1.0, train_mode=train_mode)
+    assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == flags
+    assert model[1].weight.grad is held and torch.equal(held, torch.ones_like(held))
+    assert sum(p.grad is not None for p in model.parameters()) == 1
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_model_is_restored_when_scoring_fails():
+    model = models.create("conv", input_shape=(3, 8, 8), width=4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = [(torch.randn(6, 3, 8, 8), torch.full((6,), 99))]  # labels out of range: cross_entropy raises
+    with pytest.raises((IndexError, RuntimeError)):
+        prune(model, "snip", 0.2, data=bad, train_mode=True)
+    assert model.training and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 

@@ -1,17 +1,20 @@
 """``prune(model, method, density, ...)``: pruning at initialization for any ``nn.Module``.
 
 Flow of one call: pick the prunable parameters -> for each round of the schedule, score the
-masked working copy and select among the surviving weights -> sanity-check options -> Masks.
-The caller's model is never touched: scoring runs on a deep copy.
+model and select among the surviving weights -> sanity-check options -> Masks. The caller's
+model is left as it was: multi-round methods (and SynFlow) score a deep copy whose dropped
+weights are zeroed between rounds; one-round methods score the model itself and restore its
+flags, gradients, modes and buffers afterwards (no copy of the weights).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,8 +162,7 @@ def prune(
                                    include_norm=options.get("include_norm", False),
                                    exclude=tuple(options.get("exclude", ())))
 
-    work = copy.deepcopy(model)
-    params = find(work)
+    params = find(model)
     check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
           "check exclude= or pass include_norm=True / include_bias=True")
     total = sum(p.numel() for p in params.values())
@@ -171,31 +173,31 @@ def prune(
     opts = dict(options)
     if "input_shape" not in opts and batches:
         opts["input_shape"] = tuple(batches[0][0].shape[1:])
-    for p in work.parameters():
-        p.requires_grad_(True)
-    work.train(bool(options.get("train_mode", False)))
 
     dens_schedule = round_densities(density, iterations, schedule)
-    # synflow makes its model absolute (and float64): it works on a second copy, made once
-    round_model = copy.deepcopy(work) if method == "synflow" else work
-    round_params = find(round_model)
-    ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
+    # rounds zero the dropped weights, and synflow makes its model absolute (and float64): those
+    # score a copy; one-round methods score the model itself, which is restored afterwards
+    copied = method == "synflow" or iterations > 1
+    round_model = copy.deepcopy(model) if copied else model
+    round_params = find(round_model) if copied else params
     alive: dict[str, Tensor | None] = {n: None for n in params}  # flat survivor indices; None = all
-    for r, d in enumerate(dens_schedule):
-        scores = scorers.SCORERS[method](ctx)
-        survivors = {n: s.reshape(-1) if alive[n] is None else s.reshape(-1).index_select(0, alive[n])
-                     for n, s in scores.items()}
-        last = r == len(dens_schedule) - 1
-        round_mode = mode if (last or sample_rounds == "all") else "topk"
-        keep = _select_round(survivors, params, d, round_mode, scope, method, generator, opts, total)
-        if last:
-            break
-        with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
-            for n, p in round_params.items():
-                idx = alive[n]
-                drop = torch.nonzero(~keep[n]).squeeze(1)
-                _zero_flat(p, drop if idx is None else idx[drop])
-                alive[n] = torch.nonzero(keep[n]).squeeze(1) if idx is None else idx[keep[n]]
+    with scoring_state(round_model, train=bool(options.get("train_mode", False)), restore=not copied):
+        ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
+        for r, d in enumerate(dens_schedule):
+            scores = scorers.SCORERS[method](ctx)
+            survivors = {n: s.reshape(-1) if alive[n] is None else s.reshape(-1).index_select(0, alive[n])
+                         for n, s in scores.items()}
+            last = r == len(dens_schedule) - 1
+            round_mode = mode if (last or sample_rounds == "all") else "topk"
+            keep = _select_round(survivors, params, d, round_mode, scope, method, generator, opts, total)
+            if last:
+                break
+            with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
+                for n, p in round_params.items():
+                    idx = alive[n]
+                    drop = torch.nonzero(~keep[n]).squeeze(1)
+                    _zero_flat(p, drop if idx is None else idx[drop])
+                    alive[n] = torch.nonzero(keep[n]).squeeze(1) if idx is None else idx[keep[n]]
     masks = {}
     for n, p in params.items():
         if alive[n] is None:
@@ -216,6 +218,37 @@ def prune(
             raise SketchpruneError(msg + "; raise the density, use scope='layer' or 'erk', or mode='sample'")
         warnings.warn(msg, LayerCollapseWarning, stacklevel=2)
     return result
+
+
+@contextlib.contextmanager
+def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None]:
+    """Make every parameter of ``model`` require grad, with no gradient, and set its mode for scoring.
+
+    With ``restore``, what scoring may change is put back afterwards, even on error: each
+    parameter's ``requires_grad`` and ``.grad``, each module's mode, and the buffers' values.
+    """
+    saved = None
+    if restore:
+        saved = ([(p, p.requires_grad, p.grad) for p in model.parameters()],
+                 [(m, m.training) for m in model.modules()],
+                 [(b, b.clone()) for b in model.buffers()])
+    for p in model.parameters():
+        p.requires_grad_(True)
+        p.grad = None  # scorers start from no gradient and never accumulate into the caller's
+    model.train(train)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            params, modes, buffers = saved
+            with torch.no_grad():
+                for b, value in buffers:
+                    b.copy_(value)
+            for m, training in modes:
+                m.training = training
+            for p, requires_grad, grad in params:
+                p.requires_grad_(requires_grad)
+                p.grad = grad
 
 
 def _select_round(survivors, params, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:

@@ -68,11 +68,17 @@ def _zero_grads(params: Iterable[nn.Parameter]) -> None:
 
 
 def _loss_grads(ctx: ScoreContext, method: str) -> Scores:
-    """Gradient of the summed cross-entropy over all batches w.r.t. the prunable parameters."""
-    _zero_grads(ctx.model.parameters())
+    """Gradient of the summed cross-entropy over all batches w.r.t. the prunable parameters.
+
+    The returned tensors are the caller's to change: the parameters' ``.grad`` is cleared.
+    """
+    params = list(ctx.params.values())
+    _zero_grads(params)
     for x, y in ctx.batches(method):
-        F.cross_entropy(ctx.model(x), y, reduction="sum").backward()
-    return {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in ctx.params.items()}
+        F.cross_entropy(ctx.model(x), y, reduction="sum").backward(inputs=params)
+    grads = {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in ctx.params.items()}
+    _zero_grads(params)
+    return grads
 
 
 def _score_inputs(ctx: ScoreContext, method: str, samples: int) -> Tensor:
@@ -100,7 +106,7 @@ def magnitude(ctx: ScoreContext) -> Scores:
 def snip(ctx: ScoreContext) -> Scores:
     """SNIP (Lee et al. 2019): ``|theta * dL/dtheta|`` with L summed over the given batches."""
     grads = _loss_grads(ctx, "snip")
-    return {n: (p.detach() * grads[n]).abs() for n, p in ctx.params.items()}
+    return {n: grads[n].mul_(p.detach()).abs_() for n, p in ctx.params.items()}
 
 
 register("iterative_snip")(snip)  # same score, re-evaluated every round on the surviving network
@@ -126,30 +132,32 @@ def grasp(ctx: ScoreContext) -> Scores:
         check(isinstance(chunk, int) and chunk >= 1, f"grasp_chunk must be an integer >= 1, got {chunk!r}")
         batches = [(xc, yc) for x, y in batches for xc, yc in zip(x.split(chunk), y.split(chunk))]
 
-    def grads(x: Tensor, y: Tensor, create_graph: bool) -> list[Tensor]:
-        loss = F.cross_entropy(ctx.model(x) / T, y, reduction="sum")
-        got = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
-        return [t if t is not None else torch.zeros_like(p) for t, p in zip(got, params)]
+    def loss(x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(ctx.model(x) / T, y, reduction="sum")
 
-    hg = [torch.zeros_like(p) for p in params]
+    def add_hessian_times_g(x: Tensor, y: Tensor, g: list[Tensor] | None) -> list[Tensor]:
+        """``.grad += d(g . grad_b)/dtheta`` for batch b; ``g=None``: g is this batch's gradient
+        plus what ``.grad`` holds (returned). The differentiable gradient is dropped before the
+        double backward, so only its graph stays alive."""
+        gb = torch.autograd.grad(loss(x, y), params, create_graph=True, allow_unused=True)
+        if g is None:  # the gradients of the other batches are in .grad
+            g = [(p.grad.add_(t.detach()) if p.grad is not None else t.detach()) if t is not None
+                 else (p.grad if p.grad is not None else torch.zeros_like(p)) for p, t in zip(params, gb)]
+            _zero_grads(params)
+        z = sum((a * b).sum() for a, b in zip(g, gb) if b is not None and b.requires_grad)
+        del gb
+        if isinstance(z, Tensor):
+            z.backward(inputs=params)
+        return g
 
-    def hessian_times(g: list[Tensor], gi: list[Tensor]) -> None:  # hg += d(g . gi)/dtheta
-        z = sum((a * b).sum() for a, b in zip(g, gi) if b.requires_grad)
-        for acc, t in zip(hg, torch.autograd.grad(z, params, allow_unused=True)):
-            if t is not None:
-                acc.add_(t)
-
-    g = [torch.zeros_like(p) for p in params]
+    _zero_grads(params)
+    for x, y in batches[:-1]:  # g of all batches but the last, accumulated in .grad
+        loss(x, y).backward(inputs=params)
+    g = add_hessian_times_g(*batches[-1], None)
     for x, y in batches[:-1]:
-        for a, b in zip(g, grads(x, y, False)):
-            a.add_(b)
-    last = grads(*batches[-1], True)
-    for a, b in zip(g, last):
-        a.add_(b.detach())
-    hessian_times(g, last)
-    del last
-    for x, y in batches[:-1]:
-        hessian_times(g, grads(x, y, True))
+        add_hessian_times_g(x, y, g)
+    hg = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    _zero_grads(params)
     return {n: hg_n.mul_(p.detach()) for (n, p), hg_n in zip(ctx.params.items(), hg)}
 
 
