@@ -55,6 +55,10 @@ NEEDS_DATA = {"snip", "grasp", "iterative_snip"}
 
 
 def register(name: str) -> Callable[[Scorer], Scorer]:
+    """Register a scorer under ``name``. A scorer returns fresh score tensors (the caller may
+    change them) and must leave the weights as they are: one-round methods score the caller's
+    model itself (``pruning.scoring_state`` restores flags, gradients, modes and buffers only)."""
+
     def deco(fn: Scorer) -> Scorer:
         SCORERS[name] = fn
         return fn
@@ -140,9 +144,8 @@ def grasp(ctx: ScoreContext) -> Scores:
         plus what ``.grad`` holds (returned). The differentiable gradient is dropped before the
         double backward, so only its graph stays alive."""
         gb = torch.autograd.grad(loss(x, y), params, create_graph=True, allow_unused=True)
-        if g is None:  # the gradients of the other batches are in .grad
-            g = [(p.grad.add_(t.detach()) if p.grad is not None else t.detach()) if t is not None
-                 else (p.grad if p.grad is not None else torch.zeros_like(p)) for p, t in zip(params, gb)]
+        if g is None:  # g = the other batches' gradients (in .grad) + this one's
+            g = [_plus(p.grad, t.detach() if t is not None else None, p) for p, t in zip(params, gb)]
             _zero_grads(params)
         z = sum((a * b).sum() for a, b in zip(g, gb) if b is not None and b.requires_grad)
         del gb
@@ -159,6 +162,13 @@ def grasp(ctx: ScoreContext) -> Scores:
     hg = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     _zero_grads(params)
     return {n: hg_n.mul_(p.detach()) for (n, p), hg_n in zip(ctx.params.items(), hg)}
+
+
+def _plus(a: Tensor | None, b: Tensor | None, like: Tensor) -> Tensor:
+    """``a + b`` where None is zero, adding in place into ``a`` (no copy when one is None)."""
+    if a is None:
+        return b if b is not None else torch.zeros_like(like)
+    return a.add_(b) if b is not None else a
 
 
 @register("synflow")
