@@ -179,8 +179,10 @@ def test_radix_select_equals_stable_sort(vals, frac, f64):
         sampling.largest_k([len(vals)], lambda j: x, k, outs_radix)
     finally:
         sampling.SORT_LIMIT, sampling.BRACKET = old
-    assert torch.equal(outs_sort[0], outs_radix[0]) and int(outs_sort[0].sum()) == k
-    assert torch.equal(outs_sort[0], outs_bracket[0])
+    stable = torch.zeros(len(vals), dtype=torch.bool)  # the rule itself: a stable descending sort
+    stable[torch.sort(x, descending=True, stable=True).indices[:k]] = True
+    assert torch.equal(outs_sort[0], stable) and int(outs_sort[0].sum()) == k
+    assert torch.equal(outs_sort[0], outs_radix[0]) and torch.equal(outs_sort[0], outs_bracket[0])
 
 
 def test_per_layer_density_mapping():

@@ -24,7 +24,7 @@ PIECE = 1 << 22
 """Elements per piece. Fixed, because per-piece random streams make results depend on it."""
 
 SORT_LIMIT = 1 << 16
-"""Sets (and radix buckets) of at most this many elements are finished by one stable sort."""
+"""Sets (and radix buckets) of at most this many elements are finished by one k-th value selection."""
 
 MERGE_LIMIT = 1 << 21
 """Sets of at most this many elements spread over several pieces are merged into one key tensor."""
@@ -157,10 +157,8 @@ def largest_k(
         for o, part in zip(outs, flat_out.split(list(sizes))):
             o.copy_(part)
         return
-    if len(sizes) == 1 and total <= SORT_LIMIT:  # one stable sort: same rule, less overhead
-        order = torch.sort(ordered_int(make_key(0)), descending=True, stable=True).indices
-        outs[0].zero_()
-        outs[0][order[:k]] = True
+    if len(sizes) == 1 and total <= SORT_LIMIT:  # one selection pass: same rule, less overhead
+        outs[0].copy_(_keep_largest(make_key(0).reshape(-1), k).view(outs[0].shape))
         return
     if BRACKET and total <= CACHE_LIMIT and _bracket_select(sizes, [make_key(j).reshape(-1) for j in range(len(sizes))], k, outs):
         return
@@ -190,7 +188,7 @@ def largest_k(
         if bucket <= SORT_LIMIT:
             break
     # keep every key whose top bits exceed the bucket; choose `need` of the bucket's members:
-    # by one sort when the bucket is small, else (all digits resolved: equal keys) in index order
+    # by one k-th value selection when the bucket is small, else (all digits resolved: equal keys) in index order
     winners: list[Tensor] = []
     if bucket <= SORT_LIMIT:
         vals, idx, start = [], [], 0
@@ -200,8 +198,7 @@ def largest_k(
             vals.append(kj[sel])
             idx.append(sel + start)
             start += sizes[j]
-        order = torch.sort(torch.cat(vals), descending=True, stable=True).indices[:need]
-        winners = [torch.cat(idx)[order]]
+        winners = [torch.cat(idx)[_keep_largest(torch.cat(vals), need)]]
         need = 0
     start = 0
     for j in range(keys.count):
@@ -220,14 +217,28 @@ def largest_k(
         start += sizes[j]
 
 
+def _keep_largest(vals: Tensor, need: int) -> Tensor:
+    """Bool mask of the ``need`` largest entries of 1-D ``vals``; ties at the threshold keep the
+    lowest indices first (the rule of a stable descending sort, in O(n): one ``kthvalue``)."""
+    out = torch.zeros(vals.numel(), dtype=torch.bool, device=vals.device)
+    if need <= 0 or need >= vals.numel():
+        return out.fill_(need > 0)
+    v = torch.kthvalue(vals, vals.numel() - need + 1).values
+    torch.gt(vals, v, out=out)
+    short = need - int(torch.count_nonzero(out))
+    if short:
+        out[torch.nonzero(vals == v).squeeze(1)[:short]] = True
+    return out
+
+
 def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: Sequence[Tensor]) -> bool:
     """Sample-bracket select (Floyd & Rivest 1975): the radix result in one pass over the keys.
 
     A sorted random sample brackets the k-th largest key between two sample values ``lo <= hi``.
     One comparison pass per piece keeps the keys above ``hi`` and collects the candidates: the
-    keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. A
-    stable sort of the candidates in the bracket finishes (ties: lowest index first); a band too
-    big to sort cheaply is bracketed again, in index order, by ``largest_k``. The sample
+    keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. One
+    k-th value selection in the bracket finishes (ties: lowest index first); a band bigger than
+    ``SORT_LIMIT`` is bracketed again, in index order, by ``largest_k``. The sample
     (fixed generator) only decides the bracket, never the result. Returns False, with ``outs``
     partly written, in the rare case that the bracket misses the k-th key.
     """
@@ -270,7 +281,7 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
         largest_k([band.numel()], lambda _: band_vals, need, [pick])
         sure[band[pick]] = True
     else:
-        sure[band[torch.sort(band_vals, descending=True, stable=True).indices[:need]]] = True
+        sure[band[_keep_largest(band_vals, need)]] = True
     for o, c, w in zip(outs, cand, sure.split([c.numel() for c in cand])):
         o[c[w]] = True
     return True
