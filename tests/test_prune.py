@@ -217,7 +217,7 @@ def test_iterative_synflow_equals_the_plain_computation(name, monkeypatch):
 
 
 class TiedHead(nn.Module):
-    """Uses its first layer's weight again outside that layer: the fast weight gradients must not be used."""
+    """Uses its first layer's weight again outside that layer (a weight with two uses)."""
 
     def __init__(self):
         super().__init__()
@@ -228,7 +228,7 @@ class TiedHead(nn.Module):
         return self.b(self.a(x) @ self.a.weight)
 
 
-def test_synflow_on_a_model_that_reuses_a_weight_falls_back_to_autograd():
+def test_synflow_on_a_model_that_reuses_a_weight():
     torch.manual_seed(0)
     model = TiedHead()
     got = prune(model, "synflow", 0.3, iterations=4, input_shape=(6,))

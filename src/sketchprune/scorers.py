@@ -204,85 +204,24 @@ def synflow(ctx: ScoreContext) -> Scores:
     return {n: grads[n].mul_(p.detach()) for n, p in ctx.params.items()}
 
 
-_FAST_WEIGHT_GRAD = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scores]:
     """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite).
 
-    Linear/Conv weights get their gradient from the layer's input and output gradient (one GEMM
-    per layer, as autograd would, but without autograd's buffers): forward hooks record the
-    layer's input and output and autograd only backpropagates to the outputs. The first round
-    checks these gradients against plain autograd and falls back to autograd for good when a
-    model uses its weights some other way (shared weights, a custom forward).
+    Only the prunable parameters require grad (set once per call), so autograd computes no
+    other parameter's gradient.
     """
-    if "synflow_fast" not in ctx.state:  # found once per prune call, not every round
-        ctx.state["synflow_fast"] = _fast_weight_owners(ctx.model, ctx.params)
-    fast = ctx.state["synflow_fast"]
-    verify = "synflow_verified" not in ctx.state
-    calls: list[tuple[str, nn.Module, Tensor, Tensor]] = []
-
-    def record(name: str):
-        def hook(mod: nn.Module, inputs: tuple, out: Tensor) -> None:
-            calls.append((name, mod, inputs[0], out))
-        return hook
-
-    handles = [m.register_forward_hook(record(n)) for n, m in fast.items()]
-    slow = [n for n in ctx.params if n not in fast or verify]
-    if ctx.state.get("synflow_slow") != slow:  # autograd only for the weights without a fast gradient
-        ctx.state["synflow_slow"] = slow
+    if "synflow_grad_set" not in ctx.state:
         for p in ctx.model.parameters():
             p.requires_grad_(False)
-        for n in slow:
-            ctx.params[n].requires_grad_(True)
-    try:
-        x = ones.requires_grad_(True)  # so the outputs need gradients even with frozen weights
-        R = ctx.model(x).sum()
-    finally:
-        for h in handles:
-            h.remove()
+        for p in ctx.params.values():
+            p.requires_grad_(True)
+        ctx.state["synflow_grad_set"] = True
+    R = ctx.model(ones).sum()
     if not bool(torch.isfinite(R)):
         return None, {}
-    got = torch.autograd.grad(R, [c[3] for c in calls] + [ctx.params[n] for n in slow], allow_unused=True)
-    grads: Scores = {}
-    for (name, mod, inp, out), g in zip(calls, got):
-        w = _weight_grad(mod, inp.detach(), g)
-        grads[name] = grads[name].add_(w) if name in grads else w
-    auto = {n: g if g is not None else torch.zeros_like(ctx.params[n]) for n, g in zip(slow, got[len(calls):])}
-    if verify:
-        ctx.state["synflow_verified"] = True
-        for n in fast:
-            if n not in grads or not torch.allclose(grads[n], auto[n], rtol=1e-5, atol=0):
-                ctx.state["synflow_fast"] = {}  # this model uses its weights some other way
-                break
-        return R.detach(), auto
-    grads.update(auto)
-    return R.detach(), grads
-
-
-def _fast_weight_owners(model: nn.Module, params: dict[str, nn.Parameter]) -> dict[str, nn.Module]:
-    """Prunable weights of plain Linear/Conv layers (zero padding, unshared): name -> layer."""
-    uses: dict[int, int] = {}
-    for _, p in model.named_parameters(remove_duplicate=False):
-        uses[id(p)] = uses.get(id(p), 0) + 1
-    wanted = {id(p): n for n, p in params.items()}
-    out = {}
-    for m in model.modules():
-        w = getattr(m, "weight", None)
-        if (type(m) in _FAST_WEIGHT_GRAD and isinstance(w, nn.Parameter) and id(w) in wanted
-                and uses[id(w)] == 1 and getattr(m, "padding_mode", "zeros") == "zeros"
-                and not isinstance(getattr(m, "padding", 0), str)):
-            out[wanted[id(w)]] = m
-    return out
-
-
-def _weight_grad(m: nn.Module, inp: Tensor, gout: Tensor) -> Tensor:
-    """``dR/dW`` of a Linear/Conv layer from its input and the gradient at its output."""
-    if isinstance(m, nn.Linear):
-        return gout.reshape(-1, gout.shape[-1]).t() @ inp.reshape(-1, inp.shape[-1])
-    return torch.ops.aten.convolution_backward(
-        gout, inp, m.weight, None, m.stride, m.padding, m.dilation, False, [0] * len(m.stride), m.groups,
-        [False, True, False])[1]
+    params = list(ctx.params.values())
+    got = torch.autograd.grad(R, params, allow_unused=True) if R.requires_grad else [None] * len(params)
+    return R.detach(), {n: g if g is not None else torch.zeros_like(p) for (n, p), g in zip(ctx.params.items(), got)}
 
 
 @register("ntk")
