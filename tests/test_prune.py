@@ -208,7 +208,7 @@ def reference_synflow(model, density, rounds, input_shape):
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "resnet20"])
 def test_iterative_synflow_equals_the_plain_computation(name, monkeypatch):
-    monkeypatch.setattr(sampling, "SORT_LIMIT", 512)  # small sets take the sample-bracket select too
+    monkeypatch.setattr(sampling, "FINISH_LIMIT", 512)  # small sets take the sample-bracket select too
     torch.manual_seed(0)
     model = models.create(name, width=0.25 if name.startswith("vgg") else 4)
     got = prune(model, "synflow", 0.02, iterations=12, input_shape=(3, 32, 32))

@@ -148,7 +148,7 @@ def test_chunked_recompute_equals_cached(monkeypatch):
     s = {"a": torch.rand(2500, generator=g(2)), "b": torch.rand(700, generator=g(3))}
     monkeypatch.setattr(sampling, "PIECE", 256)
     by_sort = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "SORT_LIMIT", 0)  # sample-bracket select
+    monkeypatch.setattr(sampling, "FINISH_LIMIT", 0)  # sample-bracket select
     bracket = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(sampling, "BRACKET", False)  # radix select from here on
     merged = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
@@ -169,8 +169,8 @@ def test_radix_select_equals_stable_sort(vals, frac, f64):
     k = max(1, round(frac * len(vals)))
     outs_sort = [torch.zeros(len(vals), dtype=torch.bool)]
     sampling.largest_k([len(vals)], lambda j: x, k, outs_sort)
-    old = sampling.SORT_LIMIT, sampling.BRACKET
-    sampling.SORT_LIMIT = 0
+    old = sampling.FINISH_LIMIT, sampling.BRACKET
+    sampling.FINISH_LIMIT = 0
     try:
         outs_bracket = [torch.zeros(len(vals), dtype=torch.bool)]
         sampling.largest_k([len(vals)], lambda j: x, k, outs_bracket)
@@ -178,7 +178,7 @@ def test_radix_select_equals_stable_sort(vals, frac, f64):
         outs_radix = [torch.zeros(len(vals), dtype=torch.bool)]
         sampling.largest_k([len(vals)], lambda j: x, k, outs_radix)
     finally:
-        sampling.SORT_LIMIT, sampling.BRACKET = old
+        sampling.FINISH_LIMIT, sampling.BRACKET = old
     stable = torch.zeros(len(vals), dtype=torch.bool)  # the rule itself: a stable descending sort
     stable[torch.sort(x, descending=True, stable=True).indices[:k]] = True
     assert torch.equal(outs_sort[0], stable) and int(outs_sort[0].sum()) == k

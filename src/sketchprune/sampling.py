@@ -23,8 +23,9 @@ from torch import Tensor
 PIECE = 1 << 22
 """Elements per piece. Fixed, because per-piece random streams make results depend on it."""
 
-SORT_LIMIT = 1 << 16
-"""Sets (and radix buckets) of at most this many elements are finished by one k-th value selection."""
+FINISH_LIMIT = 1 << 16
+"""Sets, radix buckets and bracket bands of at most this many elements are finished by one
+k-th value selection."""
 
 MERGE_LIMIT = 1 << 21
 """Sets of at most this many elements spread over several pieces are merged into one key tensor."""
@@ -157,7 +158,7 @@ def largest_k(
         for o, part in zip(outs, flat_out.split(list(sizes))):
             o.copy_(part)
         return
-    if len(sizes) == 1 and total <= SORT_LIMIT:  # one selection pass: same rule, less overhead
+    if len(sizes) == 1 and total <= FINISH_LIMIT:  # one selection pass: same rule, less overhead
         outs[0].copy_(_keep_largest(make_key(0).reshape(-1), k).view(outs[0].shape))
         return
     if BRACKET and total <= CACHE_LIMIT and _bracket_select(sizes, [make_key(j).reshape(-1) for j in range(len(sizes))], k, outs):
@@ -185,12 +186,13 @@ def largest_k(
         need -= int(above[pos].item()) - int(hist[digit].item())
         prefix = digit - (1 << (_DIGIT - 1)) if level == 0 else (prefix << _DIGIT) | digit
         bucket = int(hist[digit].item())
-        if bucket <= SORT_LIMIT:
+        if bucket <= FINISH_LIMIT:
             break
     # keep every key whose top bits exceed the bucket; choose `need` of the bucket's members:
-    # by one k-th value selection when the bucket is small, else (all digits resolved: equal keys) in index order
+    # by one k-th value selection when the bucket is small, else (all digits resolved: equal
+    # keys) in index order
     winners: list[Tensor] = []
-    if bucket <= SORT_LIMIT:
+    if bucket <= FINISH_LIMIT:
         vals, idx, start = [], [], 0
         for j in range(keys.count):
             kj = keys[j]
@@ -238,7 +240,7 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
     One comparison pass per piece keeps the keys above ``hi`` and collects the candidates: the
     keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. One
     k-th value selection in the bracket finishes (ties: lowest index first); a band bigger than
-    ``SORT_LIMIT`` is bracketed again, in index order, by ``largest_k``. The sample
+    ``FINISH_LIMIT`` is bracketed again, in index order, by ``largest_k``. The sample
     (fixed generator) only decides the bracket, never the result. Returns False, with ``outs``
     partly written, in the rare case that the bracket misses the k-th key.
     """
@@ -276,7 +278,7 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
     if not 0 <= need <= band.numel():
         return False
     band_vals = vals[band]
-    if SORT_LIMIT < band.numel() < total:  # a big band (band and index order kept): bracket it again
+    if FINISH_LIMIT < band.numel() < total:  # a big band (band and index order kept): bracket it again
         pick = torch.zeros(band.numel(), dtype=torch.bool, device=device)
         largest_k([band.numel()], lambda _: band_vals, need, [pick])
         sure[band[pick]] = True

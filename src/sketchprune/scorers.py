@@ -190,6 +190,10 @@ def synflow(ctx: ScoreContext) -> Scores:
         with torch.no_grad():
             for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
                 t.abs_()
+        for p in model.parameters():  # autograd computes no other parameter's gradient
+            p.requires_grad_(False)
+        for p in ctx.params.values():
+            p.requires_grad_(True)
         ctx.state["synflow_dtype"] = getattr(torch, dtype)
     while True:
         dt = ctx.state["synflow_dtype"]
@@ -205,17 +209,7 @@ def synflow(ctx: ScoreContext) -> Scores:
 
 
 def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scores]:
-    """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite).
-
-    Only the prunable parameters require grad (set once per call), so autograd computes no
-    other parameter's gradient.
-    """
-    if "synflow_grad_set" not in ctx.state:
-        for p in ctx.model.parameters():
-            p.requires_grad_(False)
-        for p in ctx.params.values():
-            p.requires_grad_(True)
-        ctx.state["synflow_grad_set"] = True
+    """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite)."""
     R = ctx.model(ones).sum()
     if not bool(torch.isfinite(R)):
         return None, {}
