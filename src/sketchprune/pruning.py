@@ -273,16 +273,16 @@ def _select_round(survivors, params, density, mode, scope, method, generator, op
     kw: dict[str, Any] = {"mode": mode, "generator": generator, "log_scores": log_scores}
     if mode == "sample":
         kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
-    alive = {n: s.numel() for n, s in scores.items()}
-    live = {n: s for n, s in scores.items() if alive[n]}  # collapsed layers have nothing to select
+    counts = {n: s.numel() for n, s in scores.items()}  # survivors per tensor
+    live = {n: s for n, s in scores.items() if counts[n]}  # collapsed layers have nothing to select
     if scope == "global":
-        sel = select(live, min(1.0, budget(density, total) / sum(alive.values())), **kw)
+        sel = select(live, min(1.0, budget(density, total) / sum(counts.values())), **kw)
     else:
         dens = (erk_densities({n: tuple(p.shape) for n, p in params.items()}, density) if scope == "erk"
                 else {n: density for n in params})
         # a layer keeps at least one weight so that every layer stays connected
         per_layer = {n: max(1, budget(dens[n], params[n].numel())) for n in live}
-        sel = select(live, {n: min(1.0, per_layer[n] / alive[n]) for n in live}, scope="layer", **kw)
+        sel = select(live, {n: min(1.0, per_layer[n] / counts[n]) for n in live}, scope="layer", **kw)
     return {n: sel[n] if n in sel else torch.zeros(0, dtype=torch.bool, device=s.device) for n, s in scores.items()}
 
 

@@ -278,12 +278,12 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
     if not 0 <= need <= band.numel():
         return False
     band_vals = vals[band]
-    if FINISH_LIMIT < band.numel() < total:  # a big band (band and index order kept): bracket it again
+    if band.numel() < total:  # the band, in index order, selected again (small ones are finished there)
         pick = torch.zeros(band.numel(), dtype=torch.bool, device=device)
         largest_k([band.numel()], lambda _: band_vals, need, [pick])
-        sure[band[pick]] = True
-    else:
-        sure[band[_keep_largest(band_vals, need)]] = True
+    else:  # no progress (the keys are equal around the k-th): finish directly
+        pick = _keep_largest(band_vals, need)
+    sure[band[pick]] = True
     for o, c, w in zip(outs, cand, sure.split([c.numel() for c in cand])):
         o[c[w]] = True
     return True

@@ -71,6 +71,11 @@ def _zero_grads(params: Iterable[nn.Parameter]) -> None:
         p.grad = None
 
 
+def _grad_or_zeros(p: nn.Parameter) -> Tensor:
+    """``p.grad``, or zeros when ``p`` got no gradient (unused in the forward)."""
+    return p.grad if p.grad is not None else torch.zeros_like(p)
+
+
 def _loss_grads(ctx: ScoreContext, method: str) -> Scores:
     """Gradient of the summed cross-entropy over all batches w.r.t. the prunable parameters.
 
@@ -80,7 +85,7 @@ def _loss_grads(ctx: ScoreContext, method: str) -> Scores:
     _zero_grads(params)
     for x, y in ctx.batches(method):
         F.cross_entropy(ctx.model(x), y, reduction="sum").backward(inputs=params)
-    grads = {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in ctx.params.items()}
+    grads = {n: _grad_or_zeros(p) for n, p in ctx.params.items()}
     _zero_grads(params)
     return grads
 
@@ -159,7 +164,7 @@ def grasp(ctx: ScoreContext) -> Scores:
     g = add_hessian_times_g(*batches[-1], None)
     for x, y in batches[:-1]:
         add_hessian_times_g(x, y, g)
-    hg = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    hg = [_grad_or_zeros(p) for p in params]
     _zero_grads(params)
     return {n: hg_n.mul_(p.detach()) for (n, p), hg_n in zip(ctx.params.items(), hg)}
 
