@@ -236,7 +236,7 @@ def _keep_largest(vals: Tensor, need: int) -> Tensor:
 def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: Sequence[Tensor]) -> bool:
     """Sample-bracket select (Floyd & Rivest 1975): the radix result in one pass over the keys.
 
-    A sorted random sample brackets the k-th largest key between two sample values ``lo <= hi``.
+    A random sample brackets the k-th largest key between two sample values ``lo <= hi``.
     One comparison pass per piece keeps the keys above ``hi`` and collects the candidates: the
     keys in ``[lo, hi]``, or (when few are kept or few are dropped) the whole smaller side. One
     k-th value selection in the bracket finishes (ties: lowest index first); a band bigger than
@@ -253,10 +253,13 @@ def _bracket_select(sizes: Sequence[int], keys: Sequence[Tensor], k: int, outs: 
         starts.append(starts[-1] + n)
     piece = torch.searchsorted(torch.tensor(starts[1:], device=device), pos, right=True)
     sample = torch.cat([keys[j][pos[piece == j] - starts[j]] for j in range(len(keys))])
-    sample = sample.sort(descending=True).values
     q, spread = k * m / total, 4 * math.sqrt(m * (k / total) * (1 - k / total)) + 16
-    hi = float(sample[int(q - spread)]) if q - spread >= 0 else math.inf
-    lo = float(sample[int(q + spread)]) if q + spread < m else -math.inf
+
+    def sample_rank(i: int) -> float:  # the sample's (i+1)-th largest: one O(m) selection, no sort
+        return float(torch.kthvalue(sample, m - i).values)
+
+    hi = sample_rank(int(q - spread)) if q - spread >= 0 else math.inf
+    lo = sample_rank(int(q + spread)) if q + spread < m else -math.inf
     side = "many" if total - k <= total // 8 else "few" if k <= total // 8 else "band"
     cand, kept_outside = [], 0
     for kj, o in zip(keys, outs):
