@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.matmul_conv import convs_as_matmuls
 
 Scores = dict[str, Tensor]
 
@@ -215,7 +216,8 @@ def synflow(ctx: ScoreContext) -> Scores:
 
 def _synflow_grads(ctx: ScoreContext, ones: Tensor) -> tuple[Tensor | None, Scores]:
     """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite)."""
-    R = ctx.model(ones).sum()
+    with convs_as_matmuls(ctx.model):
+        R = ctx.model(ones).sum()
     if not bool(torch.isfinite(R)):
         return None, {}
     params = list(ctx.params.values())
