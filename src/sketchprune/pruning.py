@@ -194,17 +194,21 @@ def prune(
                 break
             with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
                 for n, p in round_params.items():
-                    idx = alive[n]
-                    drop = torch.nonzero(~keep[n]).squeeze(1)
-                    _zero_flat(p, drop if idx is None else idx[drop])
-                    alive[n] = torch.nonzero(keep[n]).squeeze(1) if idx is None else idx[keep[n]]
+                    idx, k = alive[n], keep[n]
+                    drop = torch.nonzero(~k).squeeze(1)  # few: a round drops a small share
+                    if idx is None:
+                        _zero_flat(p, drop)
+                        alive[n] = torch.nonzero(k).squeeze(1)
+                    else:  # index_select / masked_select: faster than tensor indexing
+                        _zero_flat(p, idx.index_select(0, drop))
+                        alive[n] = idx.masked_select(k)
     masks = {}
     for n, p in params.items():
         if alive[n] is None:
             masks[n] = keep[n].view(p.shape)
             continue
         m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-        m[alive[n][keep[n]]] = True
+        m[alive[n].masked_select(keep[n])] = True
         masks[n] = m.view(p.shape)
 
     if options.get("shuffle"):
