@@ -3,8 +3,8 @@
 The baseline follows the SynFlow code base's style: float32 scores, a full-size global
 ``kthvalue`` every round, and float masks multiplied in forward (``torch.nn.utils.prune``).
 Each case runs in a fresh child process (for its peak RSS); ratios are baseline / ours. SynFlow
-also reports ``floor-f64`` / ``floor-f32``: autograd's forward and backward alone, every round,
-with no scoring or selection, so ``baseline / floor`` bounds the speed-up any autograd SynFlow can reach.
+also reports ``floor-f64`` / ``floor-f32``: the plain autograd forward and backward alone, every
+round, with no scoring or selection (ours beats floor-f64 where ``sketchprune.matmul_conv`` applies).
 Run: ``python benchmarks/bench_prune.py [--rounds 100] [--repeats 3] [--cases synflow-vgg16_bn,...]``.
 """
 
@@ -61,8 +61,8 @@ def baseline(model, method, density, rounds, x, y):
 
 
 def floor(model, dtype, rounds, shape):
-    """What any autograd SynFlow pays per round before it ranks anything: the absolute model's
-    batch-1 forward and backward (all weight gradients) in ``dtype``; no scores, no selection."""
+    """What a plain autograd SynFlow pays per round before it ranks anything: the absolute
+    model's batch-1 forward and backward (all weight gradients) in ``dtype``; no scores, no selection."""
     model = copy.deepcopy(model).to(dtype).eval()
     with torch.no_grad():
         for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
@@ -120,8 +120,7 @@ def main() -> None:
         return
     print(f"{'case':>20} {'variant':>12} {'ours s':>8} {'base s':>8} {'speed-up':>8} {'ours MB':>8} {'base MB':>8}"
           f" {'mem ratio':>9}")
-    # floor-*: autograd's batch-1 forward + backward alone, so baseline / floor is the most
-    # speed-up any autograd SynFlow can reach on this machine
+    # floor-*: the plain autograd batch-1 forward + backward alone (no scoring, no selection)
     variants = {"synflow": ("ours", "ours-f32", "floor-f64", "floor-f32"), "grasp": ("ours", "ours-chunk32")}
     for name in args.cases.split(","):
         res: dict[str, dict] = {}

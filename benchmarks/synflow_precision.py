@@ -1,4 +1,5 @@
-"""How far float32 SynFlow drifts from float64: kept weights that differ after 100 rounds.
+"""How far float32 SynFlow drifts from float64, and float64 with ``matmul_conv`` from plain
+autograd convolutions: kept weights that differ after 100 rounds.
 
 Run: ``python benchmarks/synflow_precision.py [--models resnet20,vgg16_bn] [--rounds 100]``.
 """
@@ -10,7 +11,7 @@ import warnings
 
 import torch
 
-from sketchprune import models, prune
+from sketchprune import matmul_conv, models, prune
 
 
 def main() -> None:
@@ -26,9 +27,15 @@ def main() -> None:
         kw = {"iterations": args.rounds, "input_shape": (3, 32, 32)}
         exact = prune(model, "synflow", 0.01, **kw)
         fast = prune(model, "synflow", 0.01, synflow_dtype="float32", **kw)
+        saved, matmul_conv.MAX_POSITIONS = matmul_conv.MAX_POSITIONS, 0  # every convolution by autograd
+        try:
+            plain = prune(model, "synflow", 0.01, **kw)
+        finally:
+            matmul_conv.MAX_POSITIONS = saved
         kept = sum(int(m.sum()) for m in exact.values())
-        differ = sum(int((exact[n] & ~fast[n]).sum()) for n in exact)
-        print(f"{name}: {kept} kept; {differ} kept by float64 but not by float32 ({100 * differ / kept:.2f} %)")
+        for label, other in (("float32", fast), ("float64 with autograd convolutions", plain)):
+            differ = sum(int((exact[n] & ~other[n]).sum()) for n in exact)
+            print(f"{name}: {kept} kept; {differ} kept by float64 but not by {label} ({100 * differ / kept:.2f} %)")
 
 
 if __name__ == "__main__":
