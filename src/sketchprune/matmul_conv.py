@@ -2,10 +2,11 @@
 
 SynFlow runs the network on one all-ones input. Its deep convolutions then cover only a few
 output positions (a 512-channel layer at 2x2 or 4x4), so each is a matrix times a few columns,
-and CPU float64 convolution (im2col + GEMM, no oneDNN kernel) spends most of its backward
+and CPU float64 convolution (im2col + GEMM, no oneDNN kernel) spends much of its backward
 zero-filling the weight gradient and reading the weights in a transposed order. Written as
-``unfold`` and two well-laid-out matrix products, the same layers cost about two thirds
-(VGG-16-BN forward + backward: 62 vs 93 ms per round; ``benchmarks/bench_prune.py``).
+``unfold`` and two well-laid-out matrix products, they cost about two thirds (measured in one
+process: VGG-16-BN's forward + backward 62 vs 93 ms per round; 100 SynFlow rounds 13.3 vs
+15.3 s, the same masks, ``benchmarks/synflow_precision.py``).
 
 :func:`convs_as_matmuls` swaps this in for the duration of a ``with`` block and leaves the
 model as it was. Only exact ``nn.Conv2d`` modules (one group, zero padding) are swapped, and a
