@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from sketchprune import SketchpruneError, models, prune, sampling, scorers
+from sketchprune import SketchpruneError, methods, models, prune, topk
 from sketchprune.pruning import erk_densities, prunable_parameters
 
 
@@ -25,15 +25,17 @@ def batch(seed=0, n=20):
     return [(torch.randn(n, 12, generator=g), torch.randint(0, 3, (n,), generator=g))]
 
 
-def context(model, data=None, **options):
-    model = model.double() if options.pop("double", False) else model
-    params = prunable_parameters(model)
-    return scorers.ScoreContext(model, params, data, torch.Generator().manual_seed(0), torch.device("cpu"), options)
+def score(method, model, data=None, input_shape=None, **options):
+    """One round of a registered method's scores on ``model`` itself."""
+    spec = methods.get(method)
+    ctx = methods.Context(spec, model, prunable_parameters(model), spec.make_options(options),
+                          torch.Generator().manual_seed(0), data, input_shape)
+    return spec.fn(ctx)
 
 
 def test_synflow_conservation_every_layer_sums_to_R():
     model = tiny_mlp(bias=False).double()
-    scores = scorers.synflow(context(model, input_shape=(12,)))
+    scores = score("synflow", model, input_shape=(12,))
     sums = [float(s.sum()) for s in scores.values()]
     assert max(sums) == pytest.approx(min(sums), rel=1e-10)
     # and R itself, computed independently with |W| products
@@ -46,7 +48,7 @@ def test_synflow_conservation_every_layer_sums_to_R():
 
 def test_synflow_closed_form_on_deep_linear():
     model = models.create("deep-linear", input_shape=(6,), width=5, depth=3, num_classes=4).double()
-    scores = scorers.synflow(context(model, input_shape=(6,)))
+    scores = score("synflow", model, input_shape=(6,))
     W = [m.weight.detach().abs() for m in model if isinstance(m, nn.Linear)]
     after = torch.ones(1, 4).double() @ W[2]           # 1^T |W3|
     before = W[0] @ torch.ones(6, 1).double()          # |W1| 1
@@ -62,7 +64,7 @@ def _functional_loss(model, params, x, y, T=1.0):
 def test_snip_equals_independent_autograd():
     model = tiny_mlp()
     data = batch()
-    scores = scorers.snip(context(model, data))
+    scores = score("snip", model, data)
     params = {k: v.detach() for k, v in model.named_parameters()}
     g = grad(lambda p: _functional_loss(model, p, *data[0]))(params)
     for n, s in scores.items():
@@ -72,7 +74,7 @@ def test_snip_equals_independent_autograd():
 def test_grasp_equals_forward_over_reverse_hvp():
     model = tiny_mlp().double()
     data = [(x.double(), y) for x, y in batch()]
-    scores = scorers.grasp(context(model, data, grasp_temperature=2.0))
+    scores = score("grasp", model, data, grasp_temperature=2.0)
     params = {k: v.detach() for k, v in model.named_parameters()}
     names = list(prunable_parameters(model))
 
@@ -90,12 +92,12 @@ def test_grasp_equals_forward_over_reverse_hvp():
 def test_grasp_over_batches_or_micro_batches_equals_one_batch(split):
     model = tiny_mlp().double()
     x, y = batch(n=20)[0]
-    whole = scorers.grasp(context(model, [(x.double(), y)], grasp_temperature=2.0))
+    whole = score("grasp", model, [(x.double(), y)], grasp_temperature=2.0)
     if "batches" in split:
         data = list(zip(x.double().split(7), y.split(7)))
-        parts = scorers.grasp(context(model, data, grasp_temperature=2.0))
+        parts = score("grasp", model, data, grasp_temperature=2.0)
     else:
-        parts = scorers.grasp(context(model, [(x.double(), y)], grasp_temperature=2.0, **split))
+        parts = score("grasp", model, [(x.double(), y)], grasp_temperature=2.0, **split)
     for n in whole:
         assert torch.allclose(parts[n], whole[n], rtol=1e-9, atol=1e-12)
     assert any(float(s.abs().max()) > 0 for s in whole.values())
@@ -163,7 +165,7 @@ def test_model_is_unchanged(method, train_mode):
     modes = [m.training for m in model.modules()]
     data = [(torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,)))]
     prune(model, method, 0.2, data=data, iterations=2 if method in ("synflow", "iterative_snip") else None,
-          mode="sample", grasp_temperature=1.0, train_mode=train_mode)
+          mode="sample", train_mode=train_mode, **({"grasp_temperature": 1.0} if method == "grasp" else {}))
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == flags
     assert model[1].weight.grad is held and torch.equal(held, torch.ones_like(held))
@@ -208,7 +210,7 @@ def reference_synflow(model, density, rounds, input_shape):
 
 @pytest.mark.parametrize("name", ["vgg11_bn", "resnet20"])
 def test_iterative_synflow_equals_the_plain_computation(name, monkeypatch):
-    monkeypatch.setattr(sampling, "FINISH_LIMIT", 512)  # small sets take the sample-bracket select too
+    monkeypatch.setattr(topk, "FINISH_LIMIT", 512)  # small sets take the sample-bracket select too
     torch.manual_seed(0)
     model = models.create(name, width=0.25 if name.startswith("vgg") else 4)
     got = prune(model, "synflow", 0.02, iterations=12, input_shape=(3, 32, 32))
@@ -255,7 +257,7 @@ def test_synflow_has_no_inf_on_resnet110_where_float32_overflows():
         for p in naive.parameters():
             p.abs_()
         assert not bool(torch.isfinite(naive(torch.ones(1, 3, 32, 32)).sum()))
-    scores = scorers.synflow(context(model, input_shape=(3, 32, 32)))
+    scores = score("synflow", model, input_shape=(3, 32, 32))
     assert all(bool(torch.isfinite(s).all()) for s in scores.values())
     masks = prune(model, "synflow", 0.1, iterations=1, input_shape=(3, 32, 32))
     assert masks.density() == pytest.approx(0.1, abs=1e-6)

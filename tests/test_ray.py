@@ -27,7 +27,7 @@ CONFIG = """
 fixed:
   model: mlp
   dataset: digits
-  width: 16
+  model_options: {width: 16}
   train: {epochs: 15, optimizer: adam, lr: 0.003, weight_decay: 0.0, batch_size: 64}
 grid:
   method: [magnitude, synflow]
@@ -63,7 +63,7 @@ def _kill_one_task_worker(stop: threading.Event, killed: list) -> None:
     while not stop.is_set() and not killed:
         out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
         for line in out.splitlines():
-            if "ray::run_one" in line:
+            if "ray::run_recorded" in line:
                 pid = int(line.split()[0])
                 time.sleep(0.5)  # let it get into training
                 try:

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sketchprune import SketchpruneError, sampling, select
+from sketchprune import SketchpruneError, sampling, select, topk
 
 
 def g(seed=0):
@@ -148,13 +148,13 @@ def test_chunked_recompute_equals_cached(monkeypatch):
     s = {"a": torch.rand(2500, generator=g(2)), "b": torch.rand(700, generator=g(3))}
     monkeypatch.setattr(sampling, "PIECE", 256)
     by_sort = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "FINISH_LIMIT", 0)  # sample-bracket select
+    monkeypatch.setattr(topk, "FINISH_LIMIT", 0)  # sample-bracket select
     bracket = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "BRACKET", False)  # radix select from here on
+    monkeypatch.setattr(topk, "BRACKET", False)  # radix select from here on
     merged = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "MERGE_LIMIT", 0)  # and over separate pieces
+    monkeypatch.setattr(topk, "MERGE_LIMIT", 0)  # and over separate pieces
     cached = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
-    monkeypatch.setattr(sampling, "CACHE_LIMIT", 0)
+    monkeypatch.setattr(topk, "CACHE_LIMIT", 0)
     fresh = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     for a, b, c, d, e in zip(cached, fresh, by_sort, merged, bracket):
         assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) and torch.equal(a[n], d[n])
@@ -168,17 +168,17 @@ def test_radix_select_equals_stable_sort(vals, frac, f64):
     x = torch.tensor(vals, dtype=torch.float64 if f64 else torch.float32)
     k = max(1, round(frac * len(vals)))
     outs_sort = [torch.zeros(len(vals), dtype=torch.bool)]
-    sampling.largest_k([len(vals)], lambda j: x, k, outs_sort)
-    old = sampling.FINISH_LIMIT, sampling.BRACKET
-    sampling.FINISH_LIMIT = 0
+    topk.largest_k([len(vals)], lambda j: x, k, outs_sort)
+    old = topk.FINISH_LIMIT, topk.BRACKET
+    topk.FINISH_LIMIT = 0
     try:
         outs_bracket = [torch.zeros(len(vals), dtype=torch.bool)]
-        sampling.largest_k([len(vals)], lambda j: x, k, outs_bracket)
-        sampling.BRACKET = False
+        topk.largest_k([len(vals)], lambda j: x, k, outs_bracket)
+        topk.BRACKET = False
         outs_radix = [torch.zeros(len(vals), dtype=torch.bool)]
-        sampling.largest_k([len(vals)], lambda j: x, k, outs_radix)
+        topk.largest_k([len(vals)], lambda j: x, k, outs_radix)
     finally:
-        sampling.FINISH_LIMIT, sampling.BRACKET = old
+        topk.FINISH_LIMIT, topk.BRACKET = old
     stable = torch.zeros(len(vals), dtype=torch.bool)  # the rule itself: a stable descending sort
     stable[torch.sort(x, descending=True, stable=True).indices[:k]] = True
     assert torch.equal(outs_sort[0], stable) and int(outs_sort[0].sum()) == k

@@ -14,14 +14,15 @@ from sketchprune import SketchpruneError
 from sketchprune.cli import main
 from sketchprune.config import config_hash, non_default
 from sketchprune.experiment import RunConfig
-from sketchprune.sweep import collect, load, run_config
+from sketchprune.experiment import make_config
+from sketchprune.sweep import collect, load
 from sketchprune.train import TrainConfig
 
 TINY = """
 fixed:
   model: mlp
   dataset: digits
-  width: 16
+  model_options: {{width: 16}}
   train: {{epochs: {epochs}, optimizer: adam, lr: 0.003, weight_decay: 0.0, batch_size: 64}}
 grid:
   method: {methods}
@@ -47,7 +48,7 @@ def test_pinned_hashes():
 def test_only_non_default_settings_enter_the_hash():
     cfg = RunConfig(train=TrainConfig(epochs=3))
     assert non_default(cfg) == {"train": {"epochs": 3}}  # nested settings compared field by field
-    assert run_config({"compression": 10, "train.epochs": 3}).density == pytest.approx(0.1)
+    assert make_config({"compression": 10, "train.epochs": 3}).density == pytest.approx(0.1)
 
 
 def test_sweep_file_errors(tmp_path):
@@ -61,16 +62,21 @@ def test_sweep_file_errors(tmp_path):
     bad.write_text("grid: {method: magnitude}\n")
     with pytest.raises(SketchpruneError, match="non-empty list"):
         load(bad)
+    bad.write_text("grid: {method: [magnitude, no_such_method]}\n")  # checked whole before any run
+    with pytest.raises(SketchpruneError, match="unknown method 'no_such_method'"):
+        load(bad)
 
 
 def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
-    cfg = write(tmp_path, methods="[magnitude, no_such_method]")
+    cfg = tmp_path / "s.yaml"  # the cifar10 runs fail when they look for their data files
+    cfg.write_text(TINY.format(epochs=2, methods="[magnitude]").replace("  dataset: digits\n", "")
+                   + "  dataset: [digits, cifar10]\n")
     out = tmp_path / "out"
     assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert (first["done"], first["failed"], first["skipped"]) == (4, 4, 0)
     errors = list(out.rglob("error.json"))
-    assert len(errors) == 4 and "unknown method" in json.loads(errors[0].read_text())["error"]
+    assert len(errors) == 4 and "cifar" in json.loads(errors[0].read_text())["error"]
     assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["done"], again["skipped"], again["failed_earlier"]) == (0, 8, 4)

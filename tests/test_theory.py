@@ -7,15 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from sketchprune import SketchpruneError, scorers
+from sketchprune import SketchpruneError
+from sketchprune.pruning import score
 from sketchprune.cli import main
 from sketchprune.pruning import prunable_parameters
-from sketchprune.results import format_table
-from sketchprune.theory import data_independence as e3
-from sketchprune.theory import deep_linear as e4
-from sketchprune.theory import linear as e2
-from sketchprune.theory import ntk as e6
-from sketchprune.theory import sketch as e1
+from sketchprune.tables import format_table
+from sketchprune.theory import e3_data as e3
+from sketchprune.theory import e4_deep_linear as e4
+from sketchprune.theory import e2_linear as e2
+from sketchprune.theory import e6_ntk as e6
+from sketchprune.theory import e1_sketch as e1
 from sketchprune.theory.common import load_table, ranks, spearman
 
 SMALL = {
@@ -74,9 +75,7 @@ def test_e4_synflow_closed_form_equals_the_scorer():
     with torch.no_grad():
         for m, W in zip(model, Ws):
             m.weight.copy_(W)
-    params = prunable_parameters(model)
-    ctx = scorers.ScoreContext(model, params, None, gen, torch.device("cpu"), {"input_shape": (5,)})
-    got = scorers.synflow(ctx)
+    got = score(model, "synflow", input_shape=(5,))
     scale = max(float(c.max()) for c in closed)
     top = max(float(s.max()) for s in got.values())
     for c, (_, s) in zip(closed, got.items()):

@@ -7,7 +7,7 @@ import torch
 
 from sketchprune import SketchpruneError, data, models, prune
 from sketchprune.cli import main
-from sketchprune.experiment import RunConfig, execute
+from sketchprune.experiment import RunConfig, run
 from sketchprune.train import TrainConfig, augment, train
 
 
@@ -40,19 +40,19 @@ def test_pruned_weights_exactly_zero_after_training(digits, cfg):
 
 
 def test_resume_gives_identical_weights(digits, tmp_path):
-    cfg = TrainConfig(epochs=4, optimizer="sgd", lr=0.05, batch_size=128, seed=3)
+    cfg = TrainConfig(epochs=4, optimizer="sgd", lr=0.05, batch_size=128)
 
     def fresh():
         torch.manual_seed(5)
         return models.create("mlp", input_shape=digits.input_shape, width=32)
 
     full = fresh()
-    train(full, digits, cfg, out=tmp_path / "full")
+    train(full, digits, cfg, out=tmp_path / "full", seed=3)
     part = fresh()
-    first = train(part, digits, cfg, out=tmp_path / "part", stop_after=2)
+    first = train(part, digits, cfg, out=tmp_path / "part", stop_after=2, seed=3)
     assert first["epochs_done"] == 2
     resumed = fresh()  # a new process would rebuild the model from scratch, then resume
-    res = train(resumed, digits, cfg, out=tmp_path / "part")
+    res = train(resumed, digits, cfg, out=tmp_path / "part", seed=3)
     assert res["epochs_done"] == 4
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
@@ -77,21 +77,25 @@ def test_augment_keeps_shape_and_content():
 def test_run_folder(tmp_path, digits):
     cfg = RunConfig(model="mlp", dataset="digits", method="synflow", density=0.2, iterations=5,
                     train=TrainConfig(epochs=2, optimizer="adam", lr=3e-3, weight_decay=0))
-    res = execute(cfg, tmp_path, dataset=digits)
+    res = run(cfg, tmp_path, dataset=digits)
     for f in ("config.json", "masks.safetensors", "metrics.jsonl", "result.json"):
         assert (tmp_path / f).exists()
     assert res["kept"] == round(0.2 * res["total"])
-    assert execute(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
+    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
 
 
 def test_default_job_one_epoch(tmp_path, capsys):
     rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["runs"] == 5 * 2 * 3
-    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    csv_lines = (tmp_path / "summary.csv").read_text().splitlines()
+    assert result["done"] == 5 * 2 * 3 and result["failed"] == 0
+    assert (tmp_path / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    csv_lines = (tmp_path / "report" / "summary.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 30 and csv_lines[0].startswith("model,dataset,method,mode,density")
+    assert len(list((tmp_path / "runs").glob("*/result.json"))) == 30  # hash-named run folders
+    rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])  # done: all skipped
+    again = json.loads(capsys.readouterr().out)
+    assert rc == 0 and (again["done"], again["skipped"]) == (0, 30)
 
 
 def test_prune_cli_writes_masks_and_table(tmp_path, capsys):
@@ -110,7 +114,9 @@ def test_prune_cli_writes_masks_and_table(tmp_path, capsys):
     [
         (["train", "--dataset", "imagenet"], "unknown dataset"),
         (["train", "--model", "vgg7"], "unknown model"),
-        (["prune", "--method", "snip", "--model", "mlp"], "needs data"),
+        (["prune", "--method", "snip", "--grasp-temperature", "3"], "belongs to method 'grasp'"),
+        (["prune", "--scheme", "poisson"], "only apply to mode='sample'"),
+        (["train", "--model", "mlp", "--model-options", "depth=two"], "'depth' must be int"),
         (["prune", "--density", "0.5", "--compression", "2"], "not both"),
         (["train", "--density", "1.5"], "density must be"),
     ],
@@ -128,14 +134,14 @@ def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
 
 
 def test_sanity_checks_in_a_run(tmp_path, digits):
-    base = dict(model="mlp", dataset="digits", method="magnitude", density=0.3, width=16,
+    base = dict(model="mlp", dataset="digits", method="magnitude", density=0.3, model_options={"width": 16},
                 train=TrainConfig(epochs=1, optimizer="adam", lr=3e-3, weight_decay=0))
-    plain = execute(RunConfig(**base), tmp_path / "plain", dataset=digits)
-    shuffled = execute(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
+    plain = run(RunConfig(**base), tmp_path / "plain", dataset=digits)
+    shuffled = run(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
     assert shuffled["layer_density"] == plain["layer_density"]  # same per-layer counts, other positions
     from sketchprune import Masks
 
     a, b = Masks.load(tmp_path / "plain" / "masks.safetensors"), Masks.load(tmp_path / "shuffle" / "masks.safetensors")
     assert any(not torch.equal(a[n], b[n]) for n in a)
-    reinit = execute(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
+    reinit = run(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
     assert reinit["kept"] == plain["kept"] and reinit["hash"] != plain["hash"]

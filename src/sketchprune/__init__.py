@@ -1,9 +1,14 @@
 """sketchprune: pruning at initialization seen as sketching for approximate matrix multiplication.
 
-The data flow is scores -> :func:`select` -> :class:`Masks` -> ``Masks.apply`` -> train -> results -> report.
+The data flow is scores (:mod:`sketchprune.methods`) -> :func:`select` -> :class:`Masks` ->
+``Masks.apply`` -> train -> results -> report. Submodules (``sketchprune.models``, ``data``,
+``sketch``, ``methods``, ...) load on first use: ``import sketchprune as sp; sp.models.create(...)``.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -13,3 +18,13 @@ from sketchprune.pruning import prune
 from sketchprune.selection import select
 
 __all__ = ["Masks", "SketchpruneError", "prune", "select", "__version__"]
+
+_SUBMODULES = {"atomic", "config", "data", "experiment", "masks", "matmul_conv", "methods", "models", "pruning",
+               "report", "sampling", "seeding", "selection", "sketch", "sweep", "tables", "theory", "topk", "train"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a submodule on first attribute access (``sp.models``, ``sp.sketch``, ...)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sketchprune.{name}")
+    raise AttributeError(f"module 'sketchprune' has no attribute {name!r}")

@@ -7,6 +7,7 @@ JSON object on stdout instead of tables). Bad input exits with status 2 and a on
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ import typer
 from sketchprune import __version__
 from sketchprune import config as cfgmod
 from sketchprune.errors import SketchpruneError
-from sketchprune.results import format_table, to_json, write_json
+from sketchprune.atomic import to_json, write_json
+from sketchprune.tables import format_table
 
 app = typer.Typer(
     add_completion=False,
@@ -79,11 +81,11 @@ def theory_command(name: str, module: Any, cls: type, help: str, tables: Callabl
 
 
 def _register_theory() -> None:
-    from sketchprune.theory import data_independence as e3
-    from sketchprune.theory import deep_linear as e4
-    from sketchprune.theory import linear as e2
-    from sketchprune.theory import ntk as e6
-    from sketchprune.theory import sketch as e1
+    from sketchprune.theory import e3_data as e3
+    from sketchprune.theory import e4_deep_linear as e4
+    from sketchprune.theory import e2_linear as e2
+    from sketchprune.theory import e6_ntk as e6
+    from sketchprune.theory import e1_sketch as e1
 
     theory_command(
         "sketch", e1, e1.SketchConfig,
@@ -119,52 +121,84 @@ def _register_theory() -> None:
 _register_theory()
 
 
-@app.command("prune")
-def prune_cmd(
-    model: str = typer.Option("resnet20", "--model", help="Model name (see sketchprune.models.names())."),
-    method: str = typer.Option("synflow", "--method", help="random, magnitude, snip, grasp, synflow, ntk, ..."),
-    density: Optional[float] = typer.Option(None, "--density", help="Fraction of prunable weights kept."),
-    compression: Optional[float] = typer.Option(None, "--compression", help="1 / density (alternative)."),
-    mode: str = typer.Option("topk", "--mode", help="topk or sample."),
-    scheme: str = typer.Option("exact", "--scheme", help="exact, poisson or iid (mode sample)."),
-    power: float = typer.Option(1.0, "--power", help="Sampling weights = scores ** power (mode sample)."),
-    scope: str = typer.Option("global", "--scope", help="global, layer or erk."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Rounds (default: method's own)."),
-    schedule: str = typer.Option("exponential", "--schedule", help="exponential or linear."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data for snip/grasp/ntk (a batch of it)."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Size of the data batch given to the scorer."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(Path("runs/prune"), "--out", help="Output folder."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
-) -> None:
+def _settings_flags() -> list[inspect.Parameter]:
+    """One flag per run setting: RunConfig's fields, TrainConfig's (as --epochs, ...) and every
+    registered method's options; all default to "not given", so the defaults live in one place."""
+    from sketchprune import methods
+    from sketchprune.experiment import RunConfig
+    from sketchprune.train import TrainConfig
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    flags = [inspect.Parameter("compression", kw, default=typer.Option(
+        None, "--compression", help="Compression ratio C instead of --density (density = 1/C)."),
+        annotation=Optional[float])]
+    flags += cfgmod.options(RunConfig, exclude=("train", "method_options"), unset=True)
+    flags += cfgmod.options(TrainConfig, unset=True)
+    for name in methods.names():
+        m = methods.get(name)
+        flags += cfgmod.options(m.options, unset=True,
+                                help_text={f.name: f"[{name}] {cfgmod.help_of(f)}" for f in m.option_fields()})
+    seen: set[str] = set()
+    for p in flags:  # a flag name used twice would silently shadow a setting
+        if p.name in seen:
+            raise AssertionError(f"two settings share the flag --{p.name}")
+        seen.add(p.name)
+    return flags
+
+
+def _config_from_flags(kwargs: dict[str, Any]) -> Any:
+    """The run config of the flags that were given (train fields become ``train.FIELD``)."""
+    from sketchprune.experiment import make_config
+    from sketchprune.train import TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {("train." + k if k in train_fields else k): v for k, v in kwargs.items() if v is not None}
+    return make_config(values)
+
+
+def _register_settings_command(name: str, fn: Callable[..., None], extra: list[inspect.Parameter]) -> None:
+    """``fn(cfg, **extra)`` as command ``name`` with every settings flag plus ``extra``."""
+    flags = _settings_flags()
+    names = [p.name for p in flags]
+
+    def command(**kwargs: Any) -> None:
+        cfg = _config_from_flags({k: kwargs.pop(k) for k in names})
+        fn(cfg, **kwargs)
+
+    command.__signature__ = inspect.Signature(extra + flags)  # type: ignore[attr-defined]
+    command.__doc__ = fn.__doc__
+    app.command(name, help=fn.__doc__)(command)
+
+
+def _data_params() -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter("data_root", kw, default=typer.Option(None, "--data-root",
+                          help="Folder of data files (default $SKETCHPRUNE_DATA)."), annotation=Optional[str]),
+        inspect.Parameter("download", kw, default=typer.Option(False, "--download", help="Fetch missing data files."),
+                          annotation=bool),
+    ]
+
+
+def _device_param() -> inspect.Parameter:
+    return inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
+        None, "--device", help="cpu or cuda (default: cuda if present)."), annotation=Optional[str])
+
+
+def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], download: bool) -> None:
     """Prune a model at initialization and write its masks and per-layer density table."""
     import warnings
 
-    import torch
+    from sketchprune import experiment
 
-    from sketchprune import data as datasets
-    from sketchprune import models
-    from sketchprune.pruning import prune
-
-    from sketchprune.experiment import density_from
-
-    d = density_from(density, compression)
-    data, shape, classes = None, (3, 32, 32), 10
-    if dataset is not None:
-        ds = datasets.load(dataset)
-        shape, classes = ds.input_shape, ds.num_classes
-        perm = torch.randperm(len(ds.train_y), generator=torch.Generator().manual_seed(seed))[:batch_size]
-        data = [(ds.train_x[perm], ds.train_y[perm])]
-    torch.manual_seed(seed)
-    net = models.create(model, num_classes=classes, input_shape=shape)
-    extra = {"scheme": scheme, "power": power} if mode == "sample" else {}
+    data = experiment.load_data(cfg, data_root, download)
+    model = experiment.build_model(cfg, data)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        masks = prune(net, method, d, mode=mode, scope=scope, iterations=iterations, schedule=schedule, data=data,
-                      seed=seed, input_shape=shape, **extra)
+        warnings.simplefilter("ignore")  # collapse is reported below
+        masks = experiment.prune_model(cfg, model, data)
     files = {"masks": masks.save(out / "masks.safetensors"),
              "json": write_json(out / "density.json", {**masks.report(), "meta": masks.meta})}
-    result = {"model": model, "method": method, **masks.report(), "meta": masks.meta}
+    result = {"model": cfg.model, "method": cfg.method, **masks.report(), "meta": masks.meta}
     if as_json:
         emit(result, True, [], files)
         return
@@ -174,94 +208,80 @@ def prune_cmd(
     emit({}, False, [], files)
 
 
-def _train_params() -> list[inspect.Parameter]:
-    from sketchprune.experiment import RunConfig
-    from sketchprune.train import TrainConfig
-
-    kw = inspect.Parameter.KEYWORD_ONLY
-    extra = [
-        inspect.Parameter("compression", kw, default=typer.Option(None, "--compression", help="1 / density."),
-                          annotation=Optional[float]),
-        inspect.Parameter("device", kw, default=typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
-                          annotation=Optional[str]),
-        inspect.Parameter("data_root", kw, default=typer.Option(None, "--data-root",
-                          help="Folder of data files (default $SKETCHPRUNE_DATA)."), annotation=Optional[str]),
-        inspect.Parameter("download", kw, default=typer.Option(False, "--download", help="Fetch missing data files."),
-                          annotation=bool),
-    ]
-    return (out_json_params("runs/train") + extra + cfgmod.options(RunConfig, exclude=("train",))
-            + cfgmod.options(TrainConfig, exclude=("seed",)))
-
-
-def train_cmd(**kwargs: Any) -> None:
+def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[str], download: bool,
+              device: Optional[str]) -> None:
     """Prune at initialization, then train; writes a run folder with config, masks, metrics and result."""
-    import dataclasses
+    from sketchprune.experiment import run, run_name
+    from sketchprune.train import resolve_device
 
-    from sketchprune.experiment import RunConfig, density_from, execute
-    from sketchprune.train import TrainConfig
-
-    run_fields = [f.name for f in dataclasses.fields(RunConfig) if f.name != "train"]
-    train_fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed"]
-    tcfg = cfgmod.build(TrainConfig, {k: kwargs[k] for k in train_fields})
-    values = {k: kwargs[k] for k in run_fields}
-    if kwargs["compression"] is not None:
-        values["density"] = density_from(None, kwargs["compression"])  # --compression replaces --density
-    cfg = dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
-    out = kwargs["out"]
-    result = execute(cfg, out, device=kwargs["device"], data_root=kwargs["data_root"], download=kwargs["download"],
-                     progress=not kwargs["as_json"])
+    resolve_device(device)  # a missing GPU is an error before any work
+    out = out if out is not None else Path("runs/train") / run_name(cfg)
+    result = run(cfg, out, device=device, data_root=data_root, download=download, progress=not as_json)
     keys = ["final_test_acc", "best_test_acc", "kept", "total", "density_actual", "wall_seconds"]
-    emit(result, kwargs["as_json"], [("result", [{k: result[k] for k in keys}], keys)],
-         {"result": Path(out) / "result.json"})
+    emit(result, as_json, [("result", [{k: result[k] for k in keys}], keys)], {"result": out / "result.json"})
 
 
-train_cmd.__signature__ = inspect.Signature(_train_params())  # type: ignore[attr-defined]
-app.command("train")(train_cmd)
+_register_settings_command("prune", prune_cmd, out_json_params("runs/prune") + _data_params())
+_register_settings_command("train", train_cmd, [
+    inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
+        None, "--out", help="Run folder (default runs/train/<method>-<mode>-...-<hash>, one per config)."),
+        annotation=Optional[Path]),
+    out_json_params("")[1]] + _data_params() + [_device_param()])
 
 
 @app.command("run")
-def run_default(
-    dataset: str = typer.Option("mnist1d", "--dataset"),
-    model: str = typer.Option("conv1d", "--model"),
-    methods: str = typer.Option("random,magnitude,snip,grasp,synflow", "--methods", help="Comma list."),
+def run_cmd(
+    dataset: str = typer.Option("mnist1d", "--dataset", help="Data set of the comparison."),
+    model: str = typer.Option("conv1d", "--model", help="Model of the comparison."),
+    methods: str = typer.Option("random,magnitude,snip,grasp,synflow", "--methods", help="Comma list of methods."),
     densities: str = typer.Option("0.316,0.1,0.0316", "--densities", help="Comma list (compression 10^0.5-10^1.5)."),
     seeds: str = typer.Option("0,1", "--seeds", help="Comma list."),
-    epochs: int = typer.Option(6, "--epochs"),
+    epochs: int = typer.Option(6, "--epochs", help="Training epochs of each run."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """The default job: top-k vs sampled masks for five pruners x 3 densities x 2 seeds on MNIST-1D."""
+    """The default job: top-k vs sampled masks for five pruners x 3 densities x 2 seeds on MNIST-1D,
+    run as a built-in sweep (hash-named run folders, resumable) and reported like `sketchprune report`."""
     import time
 
-    from sketchprune import data as datasets
-    from sketchprune.experiment import RunConfig, execute, run_name
-    from sketchprune.report import accuracy_plot, summarize
-    from sketchprune.results import write_csv
-    from sketchprune.train import TrainConfig
+    from sketchprune import sweep as sw
+    from sketchprune.report import build_report
 
     t0 = time.perf_counter()
-    tcfg = cfgmod.build(TrainConfig, {"epochs": epochs, "optimizer": "adam", "lr": 1e-2, "weight_decay": 0.0,
-                                      "batch_size": 256})
-    grid = [cfgmod.build(RunConfig, {"model": model, "dataset": dataset, "method": m, "mode": mode, "density": d,
-                                     "seed": s}, RunConfig(train=tcfg))
-            for m in methods.split(",") for mode in ("topk", "sample")
-            for d in cfgmod.parse_value(tuple[float, ...], densities, "densities")
-            for s in cfgmod.parse_value(tuple[int, ...], seeds, "seeds")]
-    data = datasets.load(dataset)
-    results = []
-    from tqdm import tqdm
-
-    for cfg in tqdm(grid, desc="runs", disable=as_json, leave=False):
-        results.append(execute(cfg, out / "runs" / run_name(cfg), device=device, dataset=data))
-    summary = summarize(results)
-    files = {"csv": write_csv(out / "summary.csv", summary), "plot": accuracy_plot(summary, out / "accuracy.png"),
-             "json": write_json(out / "summary.json", {"rows": summary})}
-    emit({"runs": len(results), "seconds": time.perf_counter() - t0, "rows": summary}, as_json,
-         [("test accuracy (mean ± std over seeds)", summary,
-           ["method", "mode", "density", "compression", "mean", "std", "seeds"])], files)
+    spec = sw.default_spec(dataset=dataset, model=model, methods=methods, densities=densities, seeds=seeds,
+                           epochs=epochs, device=device)
+    counts = _run_sweep(sw.from_spec(spec, "sketchprune run"), out, workers, None, False, as_json)
+    rep = build_report(out, out / "report")
+    seconds = time.perf_counter() - t0
+    emit({**counts, "seconds": seconds, "rows": rep["summary"]}, as_json,
+         [("test accuracy (mean ± std over seeds)", rep["summary"],
+           ["method", "mode", "density", "compression", "mean", "std", "seeds"])],
+         {k: Path(v) for k, v in rep["files"].items()})
     if not as_json:
-        typer.echo(f"{len(results)} runs in {time.perf_counter() - t0:.1f} s")
+        typer.echo(f"{counts['done']} runs done, {counts['skipped']} already done, in {seconds:.1f} s")
+
+
+def _run_sweep(spec: Any, out: Path, workers: int, ray_address: Optional[str], retry_failed: bool,
+               as_json: bool) -> dict[str, int]:
+    """Run a sweep, printing one progress line per run on stderr (stdout stays clean for --json)."""
+    import contextlib
+
+    from sketchprune import sweep as sw
+
+    done = [0]
+
+    def progress(outcome: dict) -> None:
+        done[0] += 1
+        if not as_json:
+            msg = outcome["status"] + (f" ({outcome['error']})" if outcome["status"] == "failed" else "")
+            typer.echo(f"[{done[0]}] {Path(outcome['dir']).name}: {msg}", err=True)
+
+    # with --json, stdout carries only the result: anything a backend prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        return sw.run(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
+                      progress=progress)
 
 
 @app.command("sweep")
@@ -286,20 +306,7 @@ def sweep_cmd(
     if dry_run:
         emit({"runs": rows}, as_json, [(f"{len(rows)} runs", rows, None)], {})
         return
-    done = [0]
-
-    def progress(outcome: dict) -> None:
-        done[0] += 1
-        if not as_json:
-            msg = outcome["status"] + (f" ({outcome['error']})" if outcome["status"] == "failed" else "")
-            typer.echo(f"[{done[0]}] {Path(outcome['dir']).name}: {msg}", err=True)
-
-    import contextlib
-
-    # with --json, stdout carries only the result: anything a backend prints goes to stderr
-    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        counts = sw.execute_sweep(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
-                                  progress=progress)
+    counts = _run_sweep(spec, out, workers, ray_address, retry_failed, as_json)
     line = f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
     if counts["failed_earlier"]:
         line += f" (+{counts['failed_earlier']} failed earlier; --retry-failed reruns them)"

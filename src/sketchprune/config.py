@@ -1,20 +1,25 @@
 """Frozen dataclasses as settings: CLI flags generated from their fields, and stable hashes.
 
+* :func:`setting` declares a field with its help line and, for a closed set, its values; the
+  flag's help and the check of the value both come from there (:class:`Settings`).
 * :func:`command` turns a function taking one settings dataclass into a typer command with one
-  flag per field (``--field-name``; tuples as comma lists ``--budgets 10,20``; bools as
-  ``--flag/--no-flag``), so flags never drift from the settings.
+  flag per field (``--field-name``; tuples as comma lists ``--budgets 10,20``; mappings as
+  ``--model-options depth=6,width=100``; bools as ``--flag/--no-flag``), so flags never drift
+  from the settings.
 * :func:`non_default` and :func:`config_hash` name a run by the settings that differ from the
   defaults, so adding a new setting with a default keeps old names (OpenLTH's rule).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import inspect
 import json
+import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import typer
@@ -22,11 +27,60 @@ import typer
 from sketchprune.errors import SketchpruneError
 
 T = TypeVar("T")
+Choices = Iterable[str] | Callable[[], Iterable[str]]
+
+
+def setting(default: Any, help: str, *, choices: Choices | None = None) -> Any:
+    """A settings field: its default, its one-line help (the flag's help) and, where the values
+    form a closed set, that set (a tuple, or a function returning one for registries)."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The closed set of values of field ``f``, or None."""
+    c = f.metadata.get("choices")
+    if c is None:
+        return None
+    return tuple(c() if callable(c) else c)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """The help line of field ``f``, followed by its values when they form a closed set."""
+    text = f.metadata.get("help", "")
+    values = choices_of(f)
+    return f"{text} One of: {', '.join(values)}." if values else text
+
+
+class Settings:
+    """Base of the settings dataclasses: checks closed-set values, then the class's ``validate``,
+    whenever an instance is made (so a bad setting fails before any work)."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across fields (override)."""
+
+
+def check_choices(obj: Any) -> None:
+    """Every field of dataclass ``obj`` with a closed set of values holds one of them."""
+    for f in dataclasses.fields(obj):
+        values = choices_of(f)
+        if values is None:
+            continue
+        v = getattr(obj, f.name)
+        for item in v if isinstance(v, tuple) else (v,):
+            if item not in values:
+                raise SketchpruneError(f"unknown {f.name} {item!r}; use one of {', '.join(values)}")
 
 
 def _base_type(tp: Any) -> Any:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _base_type(args[0])
     return tp
@@ -41,10 +95,20 @@ def parse_value(tp: Any, raw: Any, name: str) -> Any:
     """Convert a CLI/YAML value to the field type ``tp`` (tuples accept lists or comma strings)."""
     if raw is None:
         return None
+    if tp is dict or typing.get_origin(tp) is dict:
+        return parse_mapping(raw, name)
     if typing.get_origin(tp) is tuple:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         items = raw.split(",") if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        return tuple(parse_value(item, x.strip() if isinstance(x, str) else x, name) for x in items if x != "")
+        if isinstance(raw, str) and not raw.strip():
+            return ()
+        values = tuple(parse_value(item, x.strip() if isinstance(x, str) else x, name) for x in items)
+        if any(v == "" for v in values):
+            raise SketchpruneError(f"setting {name!r} has an empty item in {raw!r}; separate items by single commas")
+        repeated = [v for i, v in enumerate(values) if v in values[:i]]
+        if repeated:
+            raise SketchpruneError(f"setting {name!r} lists {repeated[0]!r} twice; give each value once")
+        return values
     try:
         if tp is bool:
             if isinstance(raw, str):
@@ -61,6 +125,39 @@ def parse_value(tp: Any, raw: Any, name: str) -> Any:
         raise SketchpruneError(f"setting {name!r} must be {getattr(tp, '__name__', tp)}, got {raw!r}") from None
 
 
+def parse_mapping(raw: Any, name: str) -> dict[str, Any]:
+    """A mapping setting from a mapping, or from ``"key=value,key=value"`` (values stay strings)."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not isinstance(raw, str):
+        raise SketchpruneError(f"setting {name!r} must be a mapping or 'key=value,...', got {raw!r}")
+    out: dict[str, Any] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SketchpruneError(f"setting {name!r}: {item!r} is not key=value; write e.g. depth=6,width=100")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def keyword_values(fn: Callable[..., Any], values: Mapping[str, Any], what: str, skip: tuple[str, ...] = ()
+                   ) -> dict[str, Any]:
+    """``values`` checked against the keyword parameters of ``fn`` (except ``skip``) and converted
+    to their annotated types; an unknown keyword is an error listing the known ones."""
+    hints = typing.get_type_hints(fn)
+    known = {n: p for n, p in inspect.signature(fn).parameters.items()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in skip}
+    out = {}
+    for k, v in values.items():
+        if k not in known:
+            listed = ", ".join(known) or "none"
+            raise SketchpruneError(f"unknown option {k!r} for {what}; its options: {listed}")
+        out[k] = parse_value(_base_type(hints.get(k, type(known[k].default))), v, k)
+    return out
+
+
 def build(cls: type[T], values: Mapping[str, Any], base: T | None = None) -> T:
     """An instance of ``cls`` from ``values`` (unknown keys are an error naming the known ones)."""
     types = field_types(cls)
@@ -68,10 +165,12 @@ def build(cls: type[T], values: Mapping[str, Any], base: T | None = None) -> T:
     if unknown:
         raise SketchpruneError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(types)}")
     parsed = {k: parse_value(types[k], v, k) for k, v in values.items()}
-    obj = dataclasses.replace(base, **parsed) if base is not None else cls(**parsed)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    obj = dataclasses.replace(base, **parsed) if base is not None else cls(**parsed)  # type: ignore[type-var]
+    if not isinstance(obj, Settings):  # Settings check themselves when made
+        check_choices(obj)
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
     return obj
 
 
@@ -108,9 +207,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tuple[str, ...] = ()
-            ) -> list[inspect.Parameter]:
-    """One typer option parameter per dataclass field (defaults from the class), except ``exclude``."""
+def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tuple[str, ...] = (),
+            unset: bool = False) -> list[inspect.Parameter]:
+    """One typer option parameter per dataclass field (defaults and help from the class), except
+    ``exclude``. With ``unset``, every flag defaults to None ("not given")."""
     params = []
     defaults = cls()
     for f in dataclasses.fields(cls):
@@ -118,18 +218,31 @@ def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tupl
             continue
         tp = field_types(cls)[f.name]
         default = getattr(defaults, f.name)
-        helptext = (help_text or {}).get(f.name)
+        helptext = (help_text or {}).get(f.name) or help_of(f)
+        if unset and default is not None:
+            helptext = f"{helptext} [default: {_show(default)}]"
         if typing.get_origin(tp) is tuple:
-            opt = typer.Option(",".join(map(str, default)), _flag(f.name), help=helptext or "comma-separated list")
-            ann: Any = str
+            opt = typer.Option(None if unset else ",".join(map(str, default)), _flag(f.name),
+                               help=helptext or "comma-separated list")
+            ann: Any = typing.Optional[str] if unset else str
+        elif tp is dict or typing.get_origin(tp) is dict:
+            opt = typer.Option(None if unset else "", _flag(f.name), help=helptext, metavar="KEY=VALUE,...")
+            ann = typing.Optional[str] if unset else str
         elif tp is bool:
-            opt = typer.Option(default, f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}", help=helptext)
-            ann = bool
+            opt = typer.Option(None if unset else default, f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}",
+                               help=helptext, show_default=not unset)
+            ann = typing.Optional[bool] if unset else bool
         else:
-            opt = typer.Option(default, _flag(f.name), help=helptext)
-            ann = tp if default is not None else typing.Optional[tp]
+            opt = typer.Option(None if unset else default, _flag(f.name), help=helptext)
+            ann = typing.Optional[tp] if (unset or default is None) else tp
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
     return params
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def command(

@@ -1,5 +1,8 @@
 """One run = prune at initialization, then train: ``RunConfig`` -> run folder -> ``result.json``.
 
+Every command builds its runs the same way: flat settings (CLI flags, sweep keys or keywords)
+-> :func:`make_config` -> :class:`RunConfig` (checked whole before any work) -> :func:`run`.
+
 A run folder holds ``config.json``, ``masks.safetensors``, ``metrics.jsonl``, ``checkpoint.pt``
 and, last and atomically, ``result.json``: a folder with ``result.json`` is a finished run.
 """
@@ -8,47 +11,97 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from sketchprune import config as cfgmod
 from sketchprune import data as datasets
-from sketchprune import models, seeding
-from sketchprune.config import config_hash, to_dict
-from sketchprune.errors import check, check_density
-from sketchprune.pruning import prune, reinitialize
-from sketchprune.results import read_json, write_json
+from sketchprune import methods, models, seeding
+from sketchprune.atomic import read_json, write_json
+from sketchprune.config import config_hash, setting, to_dict
+from sketchprune.errors import SketchpruneError, check, check_density
+from sketchprune.masks import Masks
+from sketchprune.pruning import PruneOptions, prune, prune_settings, reinitialize
 from sketchprune.train import TrainConfig, train
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run; a run folder is named by the hash of its non-default fields."""
+class RunConfig(PruneOptions):
+    """Everything that defines a run; a run folder is named by the hash of its non-default fields.
 
-    model: str = "conv1d"
-    dataset: str = "mnist1d"
-    method: str = "magnitude"
-    density: float = 0.1
-    mode: str = "topk"
-    scheme: str = "exact"
-    power: float = 1.0
-    scope: str = "global"
-    iterations: int = 0  # 0 = the method's default (synflow 100, iterative_snip 10, others 1)
-    schedule: str = "exponential"
-    prune_batches: int = 1  # batches of training data given to data-dependent scorers
-    prune_batch_size: int = 256
-    width: int = 0  # 0 = the model's default width
-    shuffle: bool = False  # sanity check: move kept positions at random within each layer
-    invert: bool = False  # sanity check: keep the lowest-scoring weights
-    reinit: bool = False  # sanity check: re-initialize the model after pruning (same mask, new weights)
+    The prune options come from :class:`~sketchprune.pruning.PruneOptions`; the method's own
+    options are in ``method_options`` (only those that differ from the method's defaults).
+    """
+
+    model: str = setting("conv1d", "Model name.", choices=models.names)
+    model_options: dict[str, Any] = setting({}, "Keywords of the model, e.g. depth=6,width=100 (num_classes and "
+                                                "input_shape come from the data).")
+    dataset: str = setting("mnist1d", "Data set.", choices=datasets.names)
+    data_options: dict[str, Any] = setting({}, "Keywords of the data set, e.g. samples=10000.")
+    method: str = setting("magnitude", "Pruning method.", choices=methods.names)
+    method_options: dict[str, Any] = setting({}, "The method's own options (each is also a flag and a sweep key).")
+    density: float = setting(0.1, "Fraction of prunable weights kept (compression = 1 / density).")
+    prune_batches: int = setting(1, "Batches of training data given to methods that use data.")
+    prune_batch_size: int = setting(256, "Size of those batches.")
+    reinit: bool = setting(False, "Sanity check: re-initialize the model after pruning (same mask, new weights).")
     train: TrainConfig = TrainConfig()
-    seed: int = 0
+    seed: int = setting(0, "Seed of the model's initialization, the pruning draws and the batch order.")
+
+    def __post_init__(self) -> None:
+        # keep the option mappings canonical (typed, defaults dropped) so that equal runs hash equally
+        method = methods.get(self.method)
+        object.__setattr__(self, "method_options", method.non_default(self.method_options))
+        object.__setattr__(self, "model_options", models.options(self.model, self.model_options))
+        object.__setattr__(self, "data_options", datasets.options(self.dataset, self.data_options))
+        super().__post_init__()
 
     def validate(self) -> None:
+        super().validate()
         check_density(self.density)
-        self.train.validate()
+        check(self.prune_batches >= 1 and self.prune_batch_size >= 1, "prune_batches and prune_batch_size must be >= 1")
+        prune_settings(methods.get(self.method), {**self.prune_options(), **self.method_options})
+
+    def prune_options(self) -> dict[str, Any]:
+        """The common prune options of this run (the fields it shares with ``PruneOptions``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PruneOptions)}
+
+
+methods.registry.reserve([f.name for f in dataclasses.fields(RunConfig)] + [f"train.{f.name}" for f in
+                          dataclasses.fields(TrainConfig)] + ["compression"], "a run")
+
+
+OPTION_GROUPS = ("train", "model_options", "data_options", "method_options")
+
+
+def make_config(values: Mapping[str, Any]) -> RunConfig:
+    """A checked RunConfig from flat settings: its fields, ``train`` (a mapping) or ``train.FIELD``,
+    ``model_options`` / ``data_options`` (mappings) or ``model_options.KEY`` / ``data_options.KEY``,
+    the method's options by their own names, and ``compression`` (1 / density) for ``density``."""
+    values = dict(values)
+    groups: dict[str, dict[str, Any]] = {}
+    for group in OPTION_GROUPS:
+        given = values.pop(group, None)
+        groups[group] = cfgmod.parse_mapping(given, group) if given is not None else {}
+        for key in [k for k in values if k.startswith(group + ".")]:
+            groups[group][key.split(".", 1)[1]] = values.pop(key)
+    if "compression" in values:
+        values["density"] = density_from(values.get("density"), values.pop("compression"))
+    for key in [k for k in values if methods.registry.option_owner(k) is not None]:
+        groups["method_options"][key] = values.pop(key)  # a method's option, given by its own name
+    types = cfgmod.field_types(RunConfig)
+    unknown = [k for k in values if k not in types]
+    if unknown:
+        known = [k for k in types if k not in OPTION_GROUPS] + ["train.FIELD", "model_options.KEY",
+                                                                "data_options.KEY", "a method's options"]
+        raise SketchpruneError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(known)}")
+    parsed = {k: cfgmod.parse_value(types[k], v, k) for k, v in values.items()}
+    return RunConfig(**parsed, train=cfgmod.build(TrainConfig, groups.pop("train")), **groups)
 
 
 def density_from(density: float | None, compression: float | None, default: float = 0.1) -> float:
@@ -56,8 +109,8 @@ def density_from(density: float | None, compression: float | None, default: floa
     if compression is None:
         return default if density is None else density
     check(density is None, "give density or compression, not both")
-    check(isinstance(compression, (int, float)) and compression >= 1,
-          f"compression must be a number >= 1 (it is 1/density), got {compression!r}")
+    check(isinstance(compression, (int, float)) and not isinstance(compression, bool) and 1 <= compression < float("inf"),
+          f"compression must be a finite number >= 1 (it is 1/density), got {compression!r}")
     return 1.0 / compression
 
 
@@ -73,45 +126,47 @@ def prune_batches(data: datasets.Dataset, cfg: RunConfig) -> list[tuple[torch.Te
             for i in range(cfg.prune_batches)]
 
 
-def execute(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
-            download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
+def load_data(cfg: RunConfig, data_root: str | None = None, download: bool = False) -> datasets.Dataset:
+    """The run's data set."""
+    return datasets.load(cfg.dataset, root=data_root, download=download, **cfg.data_options)
+
+
+def build_model(cfg: RunConfig, data: datasets.Dataset) -> nn.Module:
+    """The run's model at initialization (seeded with the run's seed)."""
+    torch.manual_seed(cfg.seed)
+    return models.create(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape, **cfg.model_options)
+
+
+def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> Masks:
+    """The run's masks for ``model`` (warnings such as layer collapse are the caller's to show)."""
+    return prune(model, cfg.method, cfg.density, data=prune_batches(data, cfg), seed=cfg.seed,
+                 input_shape=data.input_shape, **{**cfg.prune_options(), "iterations": cfg.iterations or None},
+                 **cfg.method_options)
+
+
+def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
+        download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
     """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result."""
-    cfg.validate()
     out = Path(out)
     done = out / "result.json"
     if done.exists():
         return read_json(done)
     t0 = time.perf_counter()
     write_json(out / "config.json", {"hash": config_hash(cfg), **to_dict(cfg)})
-    data = dataset if dataset is not None else datasets.load(cfg.dataset, root=data_root, download=download)
-    options: dict[str, Any] = {"input_shape": data.input_shape}
-    if cfg.width:
-        options["width"] = cfg.width
-    torch.manual_seed(cfg.seed)
-    model = models.create(cfg.model, num_classes=data.num_classes, **options)
-    extra: dict[str, Any] = {"input_shape": data.input_shape}
-    if cfg.mode == "sample":
-        extra.update(scheme=cfg.scheme, power=cfg.power)
+    data = dataset if dataset is not None else load_data(cfg, data_root, download)
+    model = build_model(cfg, data)
     masks_path = out / "masks.safetensors"
     if masks_path.exists():
-        from sketchprune.masks import Masks
-
         masks = Masks.load(masks_path)
     else:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            masks = prune(model, cfg.method, cfg.density, mode=cfg.mode, scope=cfg.scope,
-                          iterations=cfg.iterations or None, schedule=cfg.schedule,
-                          data=prune_batches(data, cfg), seed=cfg.seed, shuffle=cfg.shuffle, invert=cfg.invert,
-                          **extra)
+            masks = prune_model(cfg, model, data)
         masks.save(masks_path)
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
-    trained = train(model, data, dataclasses.replace(cfg.train, seed=cfg.seed), masks=masks, out=out,
-                    device=device, progress=progress)
+    trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed)
     rep = masks.report()
     result = {
         "config": to_dict(cfg), "hash": config_hash(cfg), "compression": 1 / cfg.density,

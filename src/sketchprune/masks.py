@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.results import atomic_path
+from sketchprune.atomic import atomic_path
 
 FORMAT = "sketchprune.masks"
 FORMAT_VERSION = "1"

@@ -1,40 +1,115 @@
 """``prune(model, method, density, ...)``: pruning at initialization for any ``nn.Module``.
 
-Flow of one call: pick the prunable parameters -> for each round of the schedule, score the
-model and select among the surviving weights -> sanity-check options -> Masks. The caller's
-model is left as it was: multi-round methods (and SynFlow) score a deep copy whose dropped
-weights are zeroed between rounds; one-round methods score the model itself and restore its
-flags, gradients, modes and buffers afterwards (no copy of the weights).
+Flow of one call: check the settings (:func:`prune_settings`, the one place) -> pick the
+prunable parameters -> budgets for every round -> for each round: score, select among the
+survivors, drop the rest -> sanity checks -> :class:`Masks`. A *mask* or *train* method
+builds the mask itself from the budget instead.
+
+The caller's model is left as it was: multi-round methods, and methods that change the weights
+they score (``Method.copies``), work on a deep copy whose dropped weights are zeroed between
+rounds; one-round methods score the model itself and restore its flags, gradients, modes and
+buffers afterwards (no copy of the weights).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import fnmatch
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sketchprune import scorers, seeding
+from sketchprune import config as cfgmod
+from sketchprune import methods, seeding
+from sketchprune.config import setting
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
-from sketchprune.selection import budget, select
+from sketchprune.selection import MODES, SCHEMES, SIGNED_MAPS, budget, nonnegative, select
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
-DEFAULT_ITERATIONS = {"synflow": 100, "iterative_snip": 10}
 SCHEDULES = ("exponential", "linear")
 SCOPES = ("global", "layer", "erk")
 
 
 class LayerCollapseWarning(UserWarning):
     """A layer was pruned to nothing: the network is cut there."""
+
+
+@dataclass(frozen=True)
+class PruneOptions(cfgmod.Settings):
+    """How ``prune`` turns a method's scores into masks: the options every method shares."""
+
+    mode: str = setting("topk", "topk keeps the highest scores; sample draws the mask with probabilities from "
+                                "the scores, as sketching does (SPEC 3.6).", choices=MODES)
+    scheme: str = setting("exact", "How mode=sample draws: exact keeps exactly k (successive sampling), poisson "
+                                   "keeps each weight independently (k on average), iid draws with replacement.",
+                          choices=SCHEMES)
+    power: float = setting(1.0, "mode=sample keeps weights with probability growing as score^power: 0 is random "
+                                "pruning, inf is top-k.")
+    scope: str = setting("global", "Budget: global (one over all layers), layer (the same density in each) or erk "
+                                   "(Erdos-Renyi-kernel densities per layer).", choices=SCOPES)
+    iterations: int = setting(0, "Pruning rounds; 0 = the method's default.")
+    schedule: str = setting("exponential", "How the density falls over the rounds.", choices=SCHEDULES)
+    sample_rounds: str = setting("all", "With mode=sample: sample in every round, or only in the last (earlier "
+                                        "rounds top-k).", choices=("all", "last"))
+    signed_map: str = setting("positive", "With mode=sample and a signed method (grasp): how signed scores become "
+                                          "sampling weights.", choices=SIGNED_MAPS)
+    include_bias: bool = setting(False, "Prune the biases of Linear/Conv layers too.")
+    include_norm: bool = setting(False, "Prune the weights of normalization layers too.")
+    exclude: tuple[str, ...] = setting((), "Glob patterns of parameter names never pruned, e.g. '*shortcut*,fc.*'.")
+    shuffle: bool = setting(False, "Sanity check (Su et al. 2020): move each layer's kept positions at random, "
+                                   "keeping its count.")
+    invert: bool = setting(False, "Sanity check: keep the lowest-scoring weights instead of the highest.")
+    on_collapse: str = setting("warn", "When a layer is pruned to nothing.", choices=("warn", "error"))
+    train_mode: bool = setting(False, "Score with the model in train mode (batch statistics); default eval mode.")
+
+    def validate(self) -> None:
+        check(self.mode == "sample" or (self.scheme == "exact" and self.power == 1.0),
+              "scheme and power only apply to mode='sample'; drop them or set mode='sample'")
+        check(not math.isnan(self.power) and self.power >= 0,
+              f"power must be >= 0 (0 = random, inf = top-k), got {self.power}")
+        check(self.mode == "sample" or self.sample_rounds == "all",
+              "sample_rounds only applies to mode='sample'; drop it or set mode='sample'")
+        check(isinstance(self.iterations, int) and self.iterations >= 0,
+              f"iterations must be an integer >= 1 (0 = the method's default), got {self.iterations!r}")
+
+
+COMMON_OPTIONS = tuple(f.name for f in dataclasses.fields(PruneOptions))
+methods.registry.reserve(list(COMMON_OPTIONS) + ["input_shape"], "prune()")
+
+
+def prune_settings(method: methods.Method, values: Mapping[str, Any]) -> tuple[PruneOptions, Any]:
+    """Check ``values`` (common options and the method's own) for ``method``: the one place where
+    prune's settings are validated. Returns ``(PruneOptions, the method's options)``."""
+    common = {k: v for k, v in values.items() if k in COMMON_OPTIONS}
+    own = {k: v for k, v in values.items() if k not in COMMON_OPTIONS}
+    mine = {f.name for f in method.option_fields()}
+    unknown = [k for k in own if k not in mine and methods.registry.option_owner(k) is None]
+    if unknown:
+        valid = ", ".join(sorted(set(COMMON_OPTIONS) | mine | {"input_shape"}))
+        raise SketchpruneError(f"unknown prune option {unknown[0]!r} for method {method.name!r}; valid options: {valid}")
+    opts = cfgmod.build(PruneOptions, common)
+    method_options = method.make_options(own)
+    name = method.name
+    check(opts.signed_map == "positive" or (method.signed and opts.mode == "sample"),
+          f"signed_map applies to signed methods with mode='sample'; {name} "
+          f"{'is not signed' if not method.signed else 'is not sampled here'}: drop signed_map")
+    if method.kind != "score":
+        check(opts.mode == "topk" or method.sampling,
+              f"method {name!r} builds its mask itself and has no sampled form; use mode='topk'")
+        check(opts.scope == "global", f"method {name!r} sets its own per-layer budgets; use scope='global'")
+        check(opts.iterations in (0, 1) and opts.schedule == "exponential",
+              f"method {name!r} builds its mask in one go; drop iterations and schedule")
+        check(not opts.invert, f"invert applies to score methods; {name!r} builds its mask itself")
+    return opts, method_options
 
 
 def prunable_parameters(
@@ -89,6 +164,19 @@ def erk_densities(shapes: dict[str, Sequence[int]], density: float) -> dict[str,
         dense.update(over)
 
 
+Budget = int | dict[str, int]
+"""Weights to keep: one count over all layers (global scope) or one per layer."""
+
+
+def budgets(params: Mapping[str, Tensor], density: float, scope: str) -> Budget:
+    """What ``density`` keeps under ``scope``; a layer budget keeps at least one weight per layer."""
+    if scope == "global":
+        return budget(density, sum(p.numel() for p in params.values()))
+    dens = (erk_densities({n: tuple(p.shape) for n, p in params.items()}, density) if scope == "erk"
+            else {n: density for n in params})
+    return {n: max(1, budget(dens[n], p.numel())) for n, p in params.items()}
+
+
 @dataclass
 class PruneInfo:
     """What happened in a ``prune`` call (kept in ``Masks.meta``)."""
@@ -114,6 +202,15 @@ def _batches(data: Any) -> list[tuple[Tensor, Tensor]] | None:
     return out
 
 
+def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
+    """The shape of one input: what a registry model records, or the width of a first Linear layer."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    first = next((m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)), None)
+    return (first.in_features,) if isinstance(first, nn.Linear) else None
+
+
 def prune(
     model: nn.Module,
     method: str,
@@ -129,99 +226,154 @@ def prune(
 ) -> Masks:
     """Masks keeping a ``density`` fraction of ``model``'s prunable weights, chosen by ``method``.
 
-    Options: ``scheme`` / ``power`` (sampling), ``sample_rounds`` ("all" or "last"),
-    ``signed_map`` (for grasp with mode="sample"), ``include_bias``, ``include_norm``,
-    ``exclude`` (glob patterns), ``shuffle`` / ``invert`` (sanity checks), ``on_collapse``
-    ("warn" or "error"), ``input_shape`` (data-free scorers), ``train_mode`` (score in train
-    mode; default eval), and scorer options (``grasp_temperature``, ``grasp_chunk``, ``ntk_samples``,
-    ``synflow_dtype``).
-    The model's weights, ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
+    ``options`` are the common options (:class:`PruneOptions`: ``scheme``, ``power``,
+    ``sample_rounds``, ``signed_map``, ``include_bias``, ``include_norm``, ``exclude``,
+    ``shuffle``, ``invert``, ``on_collapse``, ``train_mode``), ``input_shape`` (data-free
+    methods; known for registry models and models that start with a Linear layer) and the
+    method's own options (``sketchprune.methods.get(method).options``). The model's weights,
+    ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
     """
-    known = {"scheme", "power", "sample_rounds", "signed_map", "include_bias", "include_norm", "exclude",
-             "shuffle", "invert", "on_collapse", "input_shape", "train_mode", "grasp_temperature",
-             "grasp_chunk", "ntk_samples", "ntk_chunk", "sketch_samples", "synflow_dtype"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise SketchpruneError(f"unknown prune option {unknown[0]!r}; known options: {', '.join(sorted(known))}")
-    if method not in scorers.SCORERS:
-        raise SketchpruneError(f"unknown method {method!r}; known methods: {', '.join(sorted(scorers.SCORERS))}")
-    check(scope in SCOPES, f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
+    check(iterations is None or (isinstance(iterations, int) and iterations >= 1),
+          f"iterations must be an integer >= 1, got {iterations!r}")
     check_density(density)
-    iterations = DEFAULT_ITERATIONS.get(method, 1) if iterations is None else iterations
-    check(isinstance(iterations, int) and iterations >= 1, f"iterations must be an integer >= 1, got {iterations!r}")
-    on_collapse = options.get("on_collapse", "warn")
-    check(on_collapse in ("warn", "error"), "on_collapse must be 'warn' or 'error'")
-    sample_rounds = options.get("sample_rounds", "all")
-    check(sample_rounds in ("all", "last"), "sample_rounds must be 'all' or 'last'")
-    batches = _batches(data)
-    if method in scorers.NEEDS_DATA and not batches:
-        raise scorers.needs_data(method)
-
-    def find(m: nn.Module) -> dict[str, nn.Parameter]:
-        return prunable_parameters(m, include_bias=options.get("include_bias", False),
-                                   include_norm=options.get("include_norm", False),
-                                   exclude=tuple(options.get("exclude", ())))
-
-    params = find(model)
-    check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
-          "check exclude= or pass include_norm=True / include_bias=True")
+    spec, opts, method_options, batches, params, input_shape = _prepare(
+        model, method, data, {**options, "mode": mode, "scope": scope, "iterations": iterations or 0,
+                              "schedule": schedule})
     total = sum(p.numel() for p in params.values())
     check(budget(density, total) >= 1,
           f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / total:.3g}")
-    device = next(iter(params.values())).device
-    generator = seeding.generator(seed, "prune")  # never the stream that initialized the model
-    opts = dict(options)
-    if "input_shape" not in opts and batches:
-        opts["input_shape"] = tuple(batches[0][0].shape[1:])
+    generator = seeding.generator(seed, "prune-invert" if opts.invert else "prune")  # never the init stream
+    rounds = opts.iterations or spec.rounds
+    dens_schedule = round_densities(density, rounds, opts.schedule) if spec.kind == "score" else [density]
 
-    dens_schedule = round_densities(density, iterations, schedule)
-    # rounds zero the dropped weights, and synflow makes its model absolute (and float64): those
-    # score a copy; one-round methods score the model itself, which is restored afterwards
-    copied = method == "synflow" or iterations > 1
-    round_model = copy.deepcopy(model) if copied else model
-    round_params = find(round_model) if copied else params
-    alive: dict[str, Tensor | None] = {n: None for n in params}  # flat survivor indices; None = all
-    with scoring_state(round_model, train=bool(options.get("train_mode", False)), restore=not copied):
-        ctx = scorers.ScoreContext(round_model, round_params, batches, generator, device, opts)
-        for r, d in enumerate(dens_schedule):
-            scores = scorers.SCORERS[method](ctx)
-            survivors = {n: s.reshape(-1) if alive[n] is None else s.reshape(-1).index_select(0, alive[n])
-                         for n, s in scores.items()}
-            last = r == len(dens_schedule) - 1
-            round_mode = mode if (last or sample_rounds == "all") else "topk"
-            keep = _select_round(survivors, params, d, round_mode, scope, method, generator, opts, total)
-            if last:
-                break
-            with torch.no_grad():  # masks only shrink: zero the weights dropped this round, in place
-                for n, p in round_params.items():
-                    idx, k = alive[n], keep[n]
-                    drop = torch.nonzero(~k).squeeze(1)  # few: a round drops a small share
-                    if idx is None:
-                        _zero_flat(p, drop)
-                        alive[n] = torch.nonzero(k).squeeze(1)
-                    else:  # index_select / masked_select: faster than tensor indexing
-                        _zero_flat(p, idx.index_select(0, drop))
-                        alive[n] = idx.masked_select(k)
-    masks = {}
-    for n, p in params.items():
-        if alive[n] is None:
-            masks[n] = keep[n].view(p.shape)
-            continue
-        m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-        m[alive[n].masked_select(keep[n])] = True
-        masks[n] = m.view(p.shape)
-
-    if options.get("shuffle"):
+    copied = spec.copies or rounds > 1
+    work = copy.deepcopy(model) if copied else model
+    work_params = _same_names(work, params) if copied else params
+    with scoring_state(work, train=opts.train_mode, restore=not copied):
+        ctx = methods.Context(spec, work, work_params, method_options, generator, batches, input_shape,
+                              budget=budget(density, total))
+        if spec.kind == "score":
+            masks = _score_rounds(ctx, dens_schedule, opts)
+        else:
+            masks = _built_masks(ctx, spec.fn(ctx), opts.mode)
+    if opts.shuffle:
         masks = shuffle_within_layers(masks, generator)
     result = Masks({n: m.cpu() for n, m in masks.items()})
     collapsed = result.collapsed()
-    result.meta = PruneInfo(method, density, mode, scope, iterations, schedule, dens_schedule, collapsed).__dict__
+    result.meta = PruneInfo(method, density, opts.mode, opts.scope, rounds, opts.schedule, dens_schedule,
+                            collapsed).__dict__
     if collapsed:
         msg = f"layer collapse: {len(collapsed)} layer(s) pruned to nothing ({', '.join(collapsed[:3])})"
-        if on_collapse == "error":
+        if opts.on_collapse == "error":
             raise SketchpruneError(msg + "; raise the density, use scope='layer' or 'erk', or mode='sample'")
         warnings.warn(msg, LayerCollapseWarning, stacklevel=2)
     return result
+
+
+def _prepare(model: nn.Module, method: str, data: Iterable | None, options: dict[str, Any]) -> tuple:
+    """What every call needs: the method, its checked options, the data batches, the prunable
+    parameters and the input shape (given, from the data, or from the model)."""
+    spec = methods.get(method)
+    input_shape = options.pop("input_shape", None)
+    opts, method_options = prune_settings(spec, options)
+    batches = _batches(data)
+    if spec.needs_data and not batches:
+        raise methods.needs_data(method)
+    params = prunable_parameters(model, include_bias=opts.include_bias, include_norm=opts.include_norm,
+                                 exclude=opts.exclude)
+    check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
+          "check exclude= or pass include_norm=True / include_bias=True")
+    if input_shape is None:
+        input_shape = tuple(batches[0][0].shape[1:]) if batches else input_shape_of(model)
+    return spec, opts, method_options, batches, params, input_shape
+
+
+def score(model: nn.Module, method: str, *, data: Iterable | None = None, seed: int = 0,
+          **options: Any) -> dict[str, Tensor]:
+    """One round of a score method's scores for ``model``'s prunable parameters (name -> tensor),
+    with the same options as :func:`prune`; the model is left as it was."""
+    spec, opts, method_options, batches, params, input_shape = _prepare(model, method, data, options)
+    check(spec.kind == "score", f"method {method!r} builds masks, not scores; use prune()")
+    work = copy.deepcopy(model) if spec.copies else model
+    with scoring_state(work, train=opts.train_mode, restore=not spec.copies):
+        ctx = methods.Context(spec, work, _same_names(work, params), method_options,
+                              seeding.generator(seed, "prune"), batches, input_shape)
+        return {n: s.detach() for n, s in spec.fn(ctx).items()}
+
+
+def _same_names(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` (a copy) under the names of ``params``."""
+    own = dict(model.named_parameters(remove_duplicate=False))
+    return {n: own[n] for n in params}
+
+
+class Survivors:
+    """The weights still alive across the rounds of one ``prune`` call: flat indices per tensor
+    (None = all). Masks only shrink; dropped weights are zeroed in the working model."""
+
+    def __init__(self, params: Mapping[str, nn.Parameter]) -> None:
+        self.params = params
+        self.alive: dict[str, Tensor | None] = {n: None for n in params}
+
+    def gather(self, scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each tensor's scores at its surviving positions (flat)."""
+        return {n: s.reshape(-1) if self.alive[n] is None else s.reshape(-1).index_select(0, self.alive[n])
+                for n, s in scores.items()}
+
+    @torch.no_grad()
+    def drop(self, keep: Mapping[str, Tensor]) -> None:
+        """Keep the survivors where ``keep`` (aligned with them) is True; zero the others' weights."""
+        for n, p in self.params.items():
+            idx, k = self.alive[n], keep[n]
+            drop = torch.nonzero(~k).squeeze(1)  # few: a round drops a small share
+            if idx is None:
+                _zero_flat(p, drop)
+                self.alive[n] = torch.nonzero(k).squeeze(1)
+            else:  # index_select / masked_select: faster than tensor indexing
+                _zero_flat(p, idx.index_select(0, drop))
+                self.alive[n] = idx.masked_select(k)
+
+    def masks(self, keep: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Full-shape bool masks of the survivors where ``keep`` is True."""
+        out = {}
+        for n, p in self.params.items():
+            if self.alive[n] is None:
+                out[n] = keep[n].view(p.shape)
+                continue
+            m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            m[self.alive[n].masked_select(keep[n])] = True
+            out[n] = m.view(p.shape)
+        return out
+
+
+def _score_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneOptions) -> dict[str, Tensor]:
+    """The rounds of a score method: score, select among the survivors, drop the rest."""
+    round_budgets = [budgets(ctx.params, d, opts.scope) for d in dens_schedule]
+    survivors = Survivors(ctx.params)
+    for r, kept in enumerate(round_budgets):
+        last = r == len(round_budgets) - 1
+        sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
+        keep = _select_round(survivors.gather(ctx.method.fn(ctx)), kept, sample, opts, ctx)
+        if last:
+            return survivors.masks(keep)
+        survivors.drop(keep)
+    raise AssertionError("unreachable: a schedule has at least one round")
+
+
+def _built_masks(ctx: methods.Context, masks: Mapping[str, Tensor], mode: str) -> dict[str, Tensor]:
+    """Check what a mask or train method returned: one bool mask per prunable tensor, the budget kept."""
+    name = ctx.method.name
+    check(set(masks) == set(ctx.params), f"method {name!r} returned masks for other tensors than the prunable ones")
+    out = {}
+    for n, p in ctx.params.items():
+        m = masks[n]
+        check(isinstance(m, Tensor) and m.dtype == torch.bool and m.shape == p.shape,
+              f"method {name!r} returned a mask for {n!r} that is not a bool tensor of shape {tuple(p.shape)}")
+        out[n] = m
+    kept = sum(int(m.sum()) for m in out.values())
+    check(kept == ctx.budget or (mode == "sample" and ctx.method.sampling),
+          f"method {name!r} kept {kept} weights instead of {ctx.budget}; a mask method keeps exactly the budget")
+    return out
 
 
 @contextlib.contextmanager
@@ -255,39 +407,44 @@ def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None
                 p.grad = grad
 
 
-def _select_round(survivors, params, density, mode, scope, method, generator, opts, total) -> dict[str, Tensor]:
-    """Select among the surviving weights (flat scores) so that ``density`` of *all* weights stays.
+def _select_round(scores: dict[str, Tensor], kept: Budget, sample: bool, opts: PruneOptions,
+                  ctx: methods.Context) -> dict[str, Tensor]:
+    """Select among the surviving weights (flat scores) so that ``kept`` of *all* weights stay.
 
     Returns one flat boolean per tensor, aligned with its survivors.
     """
-    invert = bool(opts.get("invert"))
     log_scores = False
-    scores = survivors
-    if mode == "sample":
-        if method in scorers.SIGNED:
-            scores, log_scores = scorers.nonnegative(scores, opts.get("signed_map", "positive"))
-        if invert:  # keep the lowest-scoring: reversed weights, zero scores get the largest
-            if log_scores:
-                scores = {n: -s for n, s in scores.items()}
-            else:
-                hi = max(float(s.max()) for s in scores.values() if s.numel())
-                scores = {n: hi - s for n, s in scores.items()}
-    elif invert:
+    power = opts.power
+    if sample:
+        if ctx.method.signed:
+            scores, log_scores = nonnegative(scores, opts.signed_map)
+        if opts.invert and not math.isinf(power):  # favour low scores as strongly as the draw favours high ones
+            scores, log_scores, power = _inverted_log_weights(scores, log_scores, power), True, 1.0
+    elif opts.invert:
         scores = {n: -s for n, s in scores.items()}
-    kw: dict[str, Any] = {"mode": mode, "generator": generator, "log_scores": log_scores}
-    if mode == "sample":
-        kw.update(scheme=opts.get("scheme", "exact"), power=float(opts.get("power", 1.0)))
+    kw: dict[str, Any] = {"mode": "sample" if sample else "topk", "generator": ctx.generator,
+                          "log_scores": log_scores}
+    if sample:
+        kw.update(scheme=opts.scheme, power=power)
     counts = {n: s.numel() for n, s in scores.items()}  # survivors per tensor
     live = {n: s for n, s in scores.items() if counts[n]}  # collapsed layers have nothing to select
-    if scope == "global":
-        sel = select(live, min(1.0, budget(density, total) / sum(counts.values())), **kw)
+    if isinstance(kept, int):
+        sel = select(live, min(1.0, kept / sum(counts.values())), **kw)
     else:
-        dens = (erk_densities({n: tuple(p.shape) for n, p in params.items()}, density) if scope == "erk"
-                else {n: density for n in params})
-        # a layer keeps at least one weight so that every layer stays connected
-        per_layer = {n: max(1, budget(dens[n], params[n].numel())) for n in live}
-        sel = select(live, {n: min(1.0, per_layer[n] / counts[n]) for n in live}, scope="layer", **kw)
+        sel = select(live, {n: min(1.0, kept[n] / counts[n]) for n in live}, scope="layer", **kw)
     return {n: sel[n] if n in sel else torch.zeros(0, dtype=torch.bool, device=s.device) for n, s in scores.items()}
+
+
+def _inverted_log_weights(scores: dict[str, Tensor], log_scores: bool, power: float) -> dict[str, Tensor]:
+    """Log sampling weights ``-power * log s``: ``p ∝ s^(-power)``, the mirror of the normal draw.
+
+    A zero score has infinite inverted weight: it is kept before any positive one (uniformly among
+    the zeros), as the lowest scores are in an inverted top-k.
+    """
+    inv = {n: (s if log_scores else s.log()).mul(-power) for n, s in scores.items()}
+    finite = [float(v[torch.isfinite(v)].max()) for v in inv.values() if bool(torch.isfinite(v).any())]
+    first = max(finite) + 1e4 if finite else 0.0  # Gumbel noise never bridges a 1e4 gap
+    return {n: v.masked_fill(torch.isposinf(v), first) for n, v in inv.items()}
 
 
 def _zero_flat(p: Tensor, idx: Tensor) -> None:

@@ -33,7 +33,7 @@ def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> 
 def accuracy_plot(summary: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Accuracy vs compression ratio: one panel per model/dataset, colour = method, dashed = sampled."""
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     panels = sorted({(r["model"], r["dataset"]) for r in summary})
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
@@ -73,7 +73,7 @@ def flat_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    from sketchprune.results import format_cell
+    from sketchprune.tables import format_cell
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(format_cell(r.get(c)) for c in columns) + " |" for r in rows]
@@ -83,7 +83,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 def layer_density_plot(result: dict[str, Any], path: str | Path) -> Path:
     """Bar chart of the kept fraction per layer of one run."""
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     names = list(result["layer_density"])
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
@@ -101,7 +101,7 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     import html
 
     from sketchprune.errors import SketchpruneError
-    from sketchprune.results import write_csv, write_text
+    from sketchprune.atomic import write_csv, write_text
     from sketchprune.sweep import collect
 
     root = Path(root)
@@ -147,7 +147,7 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
         return "<p>(none)</p>"
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    from sketchprune.results import format_cell
+    from sketchprune.tables import format_cell
 
     body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(r[c]))}</td>" for c in cols) + "</tr>"
                    for r in rows)

@@ -29,11 +29,12 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from sketchprune import sampling
+from sketchprune import sampling, topk
 from sketchprune.errors import SketchpruneError, all_finite, check, check_density
 
 Scores = Union[Tensor, Mapping[str, Tensor]]
 MODES = ("topk", "sample")
+SIGNED_MAPS = ("positive", "rank", "exp", "shift")
 SCHEMES = ("exact", "poisson", "iid")
 SCOPES = ("global", "layer")
 
@@ -123,7 +124,7 @@ def _check_piece(piece: Tensor, what: str, mode: str, log_scores: bool) -> None:
         check(
             not bool((piece < 0).any()),
             f"{what} are negative; sampling needs non-negative scores (map signed scores first, "
-            "e.g. sketchprune.scorers.nonnegative)",
+            "e.g. sketchprune.selection.nonnegative)",
         )
 
 
@@ -136,7 +137,7 @@ def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) 
     out_pieces = sampling.split(outs)
     sizes = [p.numel() for p in pieces]
     if mode == "topk":
-        sampling.largest_k(sizes, lambda j: pieces[j], k, out_pieces)
+        topk.largest_k(sizes, lambda j: pieces[j], k, out_pieces)
         return
     device = pieces[0].device
 
@@ -218,6 +219,31 @@ def _complete_exact(pieces, out_pieces, k, generator, log_weight) -> None:
         lw = log_weight(j)
         return (lw + noise(lw, j)).masked_fill_(out_pieces[j], -math.inf)
 
-    sampling.largest_k([p.numel() for p in pieces], key, k, extra)
+    topk.largest_k([p.numel() for p in pieces], key, k, extra)
     for o, e in zip(out_pieces, extra):
         o |= e
+
+
+def nonnegative(scores: dict[str, Tensor], how: str = "positive") -> tuple[dict[str, Tensor], bool]:
+    """Map signed scores (higher = keep) to sampling weights; returns ``(weights, are_log_weights)``.
+
+    * ``positive``: ``max(s, 0)`` (keeps the ranking among helpful weights; default);
+    * ``rank``: the rank of s among all scores, divided by their number;
+    * ``exp``: tempered exponential ``exp(s / std(s))``, returned as log-weights;
+    * ``shift``: ``s - min(s)``: nearly uniform weights, so about a random mask (for comparison).
+    """
+    check(how in SIGNED_MAPS, f"unknown signed_map {how!r}; use one of {', '.join(SIGNED_MAPS)}")
+    if how == "positive":
+        return {n: s.clamp_min(0) for n, s in scores.items()}, False
+    if how == "shift":
+        lo = min(float(s.min()) for s in scores.values() if s.numel())
+        return {n: s - lo for n, s in scores.items()}, False
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    if how == "rank":
+        ranks = torch.empty_like(flat)
+        ranks[torch.argsort(flat, stable=True)] = torch.arange(1, flat.numel() + 1, dtype=flat.dtype,
+                                                               device=flat.device) / flat.numel()
+        return dict(zip(scores, (r.view_as(s) for r, s in zip(ranks.split([s.numel() for s in scores.values()]),
+                                                               scores.values())))), False
+    std = float(flat.std()) if flat.numel() > 1 else 1.0
+    return {n: s / (std if std > 0 else 1.0) for n, s in scores.items()}, True

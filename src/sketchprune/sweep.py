@@ -1,12 +1,14 @@
 """Sweeps: a grid of runs from a YAML file, each in a folder named by its config hash.
 
 ```yaml
-fixed:                      # settings shared by every run (RunConfig fields; train: {...} or train.x)
+fixed:                      # settings shared by every run (any RunConfig setting; train: {...} or train.x)
   model: conv1d
+  model_options: {width: 64}
   dataset: mnist1d
   train: {epochs: 6, optimizer: adam, lr: 0.01, weight_decay: 0.0}
 grid:                       # the axes: every combination is one run
   method: [random, magnitude, snip, grasp, synflow]
+  grasp_temperature: [100, 200]   # a method's option: applies to the runs of that method
   mode: [topk, sample]
   compression: [3.16, 10, 31.6]   # or density: [...]
   seed: [0, 1, 2]
@@ -19,7 +21,6 @@ written atomically, so killing a sweep at any moment loses at most the epoch in 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import traceback
@@ -31,15 +32,16 @@ from typing import Any
 import yaml
 
 from sketchprune import config as cfgmod
+from sketchprune.atomic import read_json, write_json
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.experiment import RunConfig, density_from, execute
-from sketchprune.results import read_json, write_json
-from sketchprune.train import TrainConfig
+from sketchprune.experiment import RunConfig, make_config
+from sketchprune.experiment import run as run_experiment
+from sketchprune.methods import registry
 
 
 @dataclass
 class Sweep:
-    """A parsed sweep file: the runs and how to run them."""
+    """A parsed sweep: the runs and how to run them."""
 
     runs: list[RunConfig]
     device: str | None = None
@@ -47,17 +49,57 @@ class Sweep:
     source: dict[str, Any] = field(default_factory=dict)
 
 
-def run_config(values: Mapping[str, Any]) -> RunConfig:
-    """A RunConfig from flat settings: RunConfig fields, ``train`` (a mapping) or ``train.FIELD``,
-    and ``compression`` as an alternative to ``density``."""
-    values = dict(values)
-    train_values = dict(values.pop("train", {}) or {})
-    for key in [k for k in values if k.startswith("train.")]:
-        train_values[key.split(".", 1)[1]] = values.pop(key)
-    if "compression" in values:
-        values["density"] = density_from(values.get("density"), values.pop("compression"))
-    tcfg = cfgmod.build(TrainConfig, train_values)
-    return dataclasses.replace(cfgmod.build(RunConfig, values), train=tcfg)
+def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
+    """A sweep from ``{"fixed": {...}, "grid": {axis: [values]}, "device": ..., "data_root": ...}``.
+
+    Any run setting can be fixed or an axis (see ``experiment.make_config``). A method's option
+    applies to the runs of that method (and is left out of the others' settings and hashes).
+    """
+    check(isinstance(spec, Mapping), f"{where}: the top level must be a mapping with 'fixed' and 'grid'")
+    unknown = sorted(set(spec) - {"fixed", "grid", "device", "data_root"})
+    if unknown:
+        raise SketchpruneError(f"{where}: unknown key {unknown[0]!r}; use fixed, grid, device, data_root")
+    fixed = spec.get("fixed") or {}
+    grid = spec.get("grid") or {}
+    check(isinstance(fixed, dict) and isinstance(grid, dict), f"{where}: 'fixed' and 'grid' must be mappings")
+    for k, v in grid.items():
+        check(isinstance(v, list) and v, f"{where}: grid axis {k!r} must be a non-empty list")
+    axes = list(grid)
+    runs = []
+    for combo in itertools.product(*(grid[a] for a in axes)):
+        values = {**fixed, **dict(zip(axes, combo))}
+        for group in ("train", "model_options", "data_options"):  # an axis inside a fixed mapping
+            if isinstance(fixed.get(group), dict) and any(a.startswith(group + ".") for a in axes):
+                values[group] = dict(fixed[group])
+        runs.append(make_config(_own_options(values)))
+    methods_used = {c.method for c in runs}
+    for key in list(fixed) + axes:
+        owner = registry.option_owner(key)
+        check(owner is None or owner in methods_used,
+              f"{where}: {key!r} is an option of method {owner!r}, which no run of this sweep uses")
+    return Sweep(runs, spec.get("device"), spec.get("data_root"), dict(spec))
+
+
+def _own_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the options of methods other than the run's own."""
+    method = values.get("method", RunConfig.method)
+    return {k: v for k, v in values.items() if registry.option_owner(k) in (None, method)}
+
+
+def default_spec(*, dataset: str = "mnist1d", model: str = "conv1d", methods: str = "random,magnitude,snip,grasp,synflow",
+                 densities: str = "0.316,0.1,0.0316", seeds: str = "0,1", epochs: int = 6,
+                 device: str | None = None) -> dict[str, Any]:
+    """The built-in comparison of ``sketchprune run`` as a sweep spec: top-k vs sampled masks for
+    ``methods`` x ``densities`` x ``seeds``, Adam (lr 1e-2, batch 256) for ``epochs`` epochs."""
+    return {
+        "fixed": {"model": model, "dataset": dataset,
+                  "train": {"epochs": epochs, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "batch_size": 256}},
+        "grid": {"method": list(cfgmod.parse_value(tuple[str, ...], methods, "methods")),
+                 "mode": ["topk", "sample"],
+                 "density": list(cfgmod.parse_value(tuple[float, ...], densities, "densities")),
+                 "seed": list(cfgmod.parse_value(tuple[int, ...], seeds, "seeds"))},
+        "device": device,
+    }
 
 
 def load(path: str | os.PathLike) -> Sweep:
@@ -68,23 +110,7 @@ def load(path: str | os.PathLike) -> Sweep:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SketchpruneError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
-    check(isinstance(spec, dict), f"{path}: the top level must be a mapping with 'fixed' and 'grid'")
-    unknown = sorted(set(spec) - {"fixed", "grid", "device", "data_root"})
-    if unknown:
-        raise SketchpruneError(f"{path}: unknown key {unknown[0]!r}; use fixed, grid, device, data_root")
-    fixed = spec.get("fixed") or {}
-    grid = spec.get("grid") or {}
-    check(isinstance(fixed, dict) and isinstance(grid, dict), f"{path}: 'fixed' and 'grid' must be mappings")
-    for k, v in grid.items():
-        check(isinstance(v, list) and v, f"{path}: grid axis {k!r} must be a non-empty list")
-    axes = list(grid)
-    runs = []
-    for combo in itertools.product(*(grid[a] for a in axes)):
-        values = {**fixed, **dict(zip(axes, combo))}
-        if "train" in fixed and any(a.startswith("train.") for a in axes):
-            values["train"] = dict(fixed["train"])
-        runs.append(run_config(values))
-    return Sweep(runs, spec.get("device"), spec.get("data_root"), spec)
+    return from_spec(spec, str(path))
 
 
 def folder(root: Path, cfg: RunConfig) -> Path:
@@ -100,12 +126,13 @@ def status(run_dir: Path) -> str:
     return "todo"
 
 
-def run_one(cfg_dict: dict[str, Any], run_dir: str, device: str | None, data_root: str | None) -> dict[str, Any]:
-    """Execute one run; a failure is recorded in ``error.json`` and returned, never raised."""
-    cfg = run_config({**{k: v for k, v in cfg_dict.items() if k != "train"}, "train": cfg_dict["train"]})
+def run_recorded(cfg_dict: dict[str, Any], run_dir: str, device: str | None, data_root: str | None
+                 ) -> dict[str, Any]:
+    """Run one config (a plain dict, so it crosses process boundaries); a failure is recorded in
+    ``error.json`` and returned, never raised."""
     path = Path(run_dir)
     try:
-        result = execute(cfg, path, device=device, data_root=data_root)
+        result = run_experiment(make_config(cfg_dict), path, device=device, data_root=data_root)
         if (path / "error.json").exists():
             (path / "error.json").unlink()
         return {"status": "done", "dir": run_dir, "result": result}
@@ -115,7 +142,7 @@ def run_one(cfg_dict: dict[str, Any], run_dir: str, device: str | None, data_roo
         return {"status": "failed", "dir": run_dir, "error": err["error"]}
 
 
-def execute_sweep(
+def run(
     sweep: Sweep,
     out: Path,
     *,
@@ -145,7 +172,7 @@ def execute_sweep(
     elif workers > 1:
         outcomes = _process_backend(todo, sweep, workers)
     else:
-        outcomes = (run_one(c, d, sweep.device, sweep.data_root) for c, d in todo)
+        outcomes = (run_recorded(c, d, sweep.device, sweep.data_root) for c, d in todo)
     for outcome in outcomes:
         counts[outcome["status"]] += 1
         if progress is not None:
@@ -159,7 +186,7 @@ def _process_backend(todo, sweep: Sweep, workers: int):
 
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = [pool.submit(run_one, c, d, sweep.device, sweep.data_root) for c, d in todo]
+        futures = [pool.submit(run_recorded, c, d, sweep.device, sweep.data_root) for c, d in todo]
         for f in cf.as_completed(futures):
             yield f.result()
 
@@ -180,7 +207,7 @@ def _ray_backend(todo, sweep: Sweep, address: str):
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     gpus = 1 if (sweep.device or "").startswith("cuda") else 0
-    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3, retry_exceptions=False)(run_one)
+    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3, retry_exceptions=False)(run_recorded)
     pending = [remote.remote(c, d, sweep.device, sweep.data_root) for c, d in todo]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)

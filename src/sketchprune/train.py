@@ -20,39 +20,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sketchprune import seeding
-from sketchprune.config import config_hash
+from sketchprune.config import Settings, config_hash, setting
 from sketchprune.data import Dataset
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.masks import Masks
-from sketchprune.results import atomic_path, write_text
+from sketchprune.atomic import atomic_path, write_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "step", "constant")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; every field is a flag of ``sketchprune train``."""
+class TrainConfig(Settings):
+    """Training settings; every field is a flag of ``sketchprune train`` and a sweep key ``train.FIELD``."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"
-    lr_drops: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    augment: bool = False
-    seed: int = 0
+    epochs: int = setting(10, "Training epochs.")
+    batch_size: int = setting(128, "Samples per step.")
+    optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS)
+    lr: float = setting(0.1, "Base learning rate.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    weight_decay: float = setting(5e-4, "L2 weight decay (pruned weights stay exactly zero).")
+    lr_schedule: str = setting("cosine", "Learning-rate schedule over the epochs.", choices=LR_SCHEDULES)
+    lr_drops: tuple[int, ...] = setting((), "Epochs at which the step schedule multiplies the rate by lr_gamma.")
+    lr_gamma: float = setting(0.1, "Factor of each step drop.")
+    augment: bool = setting(False, "Random crop (4-pixel padding) and horizontal flip, for image data sets.")
 
     def validate(self) -> None:
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-        check(self.lr_schedule in LR_SCHEDULES,
-              f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         check(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}")
+        check(self.lr_schedule == "step" or not self.lr_drops,
+              "lr_drops only apply to lr_schedule='step'; drop them or set lr_schedule=step")
+        check(self.optimizer == "sgd" or self.momentum == 0.9,
+              "momentum only applies to optimizer='sgd'; drop it or use sgd")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -121,11 +121,13 @@ def train(
     device: str | None = None,
     progress: bool = False,
     stop_after: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
 
     Returns final and best test accuracy, losses and wall time. ``stop_after`` ends after that
-    many epochs in this call (the checkpoint lets a later call resume).
+    many epochs in this call (the checkpoint lets a later call resume). ``seed`` fixes the batch
+    order and augmentation (a stream apart from the one that initialized the model).
     """
     cfg.validate()
     dev = resolve_device(device)
@@ -133,10 +135,10 @@ def train(
     data = data.to(dev)
     handle = masks.apply(model) if masks is not None else None
     opt = make_optimizer(model, cfg)
-    gen = seeding.generator(cfg.seed, "train")  # batch order and augmentation, apart from the init stream
+    gen = seeding.generator(seed, "train")  # batch order and augmentation, apart from the init stream
     start, history = 0, []
     ckpt = Path(out) / "checkpoint.pt" if out is not None else None
-    key = config_hash(cfg)
+    key = f"{config_hash(cfg)}-s{seed}"
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         if state.get("config_hash") != key:

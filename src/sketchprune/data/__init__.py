@@ -8,16 +8,19 @@ Shipped or generated here: ``synthetic`` (Gaussian-mixture classification), ``mn
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sketchprune import config as cfgmod
 from sketchprune.data import download, files
-from sketchprune.errors import SketchpruneError
+from sketchprune.errors import SketchpruneError, check
 
 
 @dataclass
@@ -78,22 +81,42 @@ def digits(root: Path, download: bool) -> Dataset:
     return Dataset("digits", xtr, y[:1297], xte, y[1297:], 10)
 
 
-def mnist1d(root: Path, download: bool) -> Dataset:
-    """MNIST-1D (Greydanus 2020): 4000 train / 1000 test sequences of length 40, generated offline."""
-    cache = root / "mnist1d.npz"
-    if not cache.exists():
+def mnist1d(root: Path, download: bool, *, samples: int = 5000, train_split: float = 0.8) -> Dataset:
+    """MNIST-1D (Greydanus 2020): ``samples`` sequences of length 40 (default 4000 train / 1000 test),
+    generated offline by the ``mnist1d`` package and cached; a damaged cache file is generated again."""
+    check(samples >= 10, f"mnist1d samples must be >= 10, got {samples}")
+    check(0 < train_split < 1, f"mnist1d train_split must be in (0, 1), got {train_split}")
+    default = (samples, train_split) == (5000, 0.8)
+    cache = root / ("mnist1d.npz" if default else f"mnist1d-{samples}-{train_split:g}.npz")
+    keys = ("x", "y", "x_test", "y_test")
+    arrays = _read_npz(cache, keys) if cache.exists() else None
+    if arrays is None:
         from mnist1d.data import get_dataset_args, make_dataset
 
-        d = make_dataset(get_dataset_args())
-        from sketchprune.results import atomic_path
+        from sketchprune.atomic import atomic_path
 
+        args = get_dataset_args()
+        args.num_samples, args.train_split = samples, train_split
+        d = make_dataset(args)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, x=d["x"], y=d["y"], x_test=d["x_test"], y_test=d["y_test"])
-    with np.load(cache, allow_pickle=False) as z:
-        xtr, ytr, xte, yte = (torch.from_numpy(z[k]) for k in ("x", "y", "x_test", "y_test"))
+                np.savez(f, **{k: d[k] for k in keys})
+        arrays = [d[k] for k in keys]
+    xtr, ytr, xte, yte = (torch.from_numpy(np.asarray(a)) for a in arrays)
     xtr, xte = _standardize(xtr.float(), xte.float())
     return Dataset("mnist1d", xtr, ytr.long(), xte, yte.long(), 10)
+
+
+def _read_npz(path: Path, keys: tuple[str, ...]) -> list[np.ndarray] | None:
+    """The arrays ``keys`` of a cached ``.npz``, or None when the file is damaged (then it is made again)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [z[k] for k in keys]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        import warnings
+
+        warnings.warn(f"the cached data file {path} is damaged; generating it again", RuntimeWarning, stacklevel=3)
+        return None
 
 
 def _images(name: str, parts: tuple[Tensor, Tensor, Tensor, Tensor], classes: int) -> Dataset:
@@ -171,8 +194,19 @@ def names() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load(name: str, *, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Load data set ``name`` from ``root`` (default :func:`default_root`)."""
+def _loader(name: str) -> Callable[..., Dataset]:
     if name not in _LOADERS:
         raise SketchpruneError(f"unknown dataset {name!r}; known datasets: {', '.join(names())}")
-    return _LOADERS[name](Path(root) if root is not None else default_root(), download)
+    return _LOADERS[name]
+
+
+def options(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` checked against data set ``name``'s keywords and converted to their types."""
+    return cfgmod.keyword_values(_loader(name), values, f"data set {name!r}", skip=("root", "download"))
+
+
+def load(name: str, *, root: str | os.PathLike | None = None, download: bool = False, **opts: Any) -> Dataset:
+    """Load data set ``name`` from ``root`` (default :func:`default_root`); ``opts`` are its keywords
+    (e.g. ``samples`` for MNIST-1D)."""
+    loader = _loader(name)
+    return loader(Path(root) if root is not None else default_root(), download, **options(name, opts))

@@ -6,10 +6,13 @@ any other ``nn.Module`` too.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
+from sketchprune import config as cfgmod
 from sketchprune.errors import SketchpruneError
 from sketchprune.models import convnets, linear, resnets, vgg
 
@@ -31,11 +34,29 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, *, num_classes: int = 10, **options) -> nn.Module:
-    """Build model ``name`` (see :func:`names`); options such as ``input_shape``, ``width``, ``depth``."""
+def factory(name: str) -> Callable[..., nn.Module]:
+    """The function that builds model ``name``; an unknown name is an error listing the known ones."""
     if name not in _REGISTRY:
         raise SketchpruneError(f"unknown model {name!r}; known models: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+def options(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` checked against model ``name``'s keywords (other than ``num_classes`` and
+    ``input_shape``, which come from the data) and converted to their types."""
+    return cfgmod.keyword_values(factory(name), values, f"model {name!r}", skip=("num_classes", "input_shape"))
+
+
+def create(name: str, *, num_classes: int = 10, **options: Any) -> nn.Module:
+    """Build model ``name`` (see :func:`names`); options such as ``input_shape``, ``width``, ``depth``.
+
+    The model records its ``input_shape`` (so data-free pruning needs no shape argument).
+    """
+    make = factory(name)
     try:
-        return _REGISTRY[name](num_classes=num_classes, **options)
+        model = make(num_classes=num_classes, **options)
     except TypeError as e:
         raise SketchpruneError(f"bad option for model {name!r}: {e}") from None
+    shape = options.get("input_shape", inspect.signature(make).parameters["input_shape"].default)
+    model.input_shape = tuple(shape)
+    return model

@@ -1,7 +1,6 @@
-"""Writing results: atomic files (JSON, CSV, text, PNG) and plain-text tables.
+"""Atomic files: JSON, CSV, text and PNG written to a temporary name and renamed into place.
 
-Every file is written to a temporary name in the same folder and renamed into place, so a crash
-never leaves a half-written result behind.
+A crash never leaves a half-written result behind: a reader sees the old file or the new one.
 """
 
 from __future__ import annotations
@@ -82,26 +81,6 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], columns: 
     for r in rows:
         w.writerow({c: _jsonable(r.get(c)) for c in columns})
     return write_text(path, buf.getvalue())
-
-
-def format_cell(v: Any) -> str:
-    """One table cell: floats to 4 significant digits, None as "-"."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows of dicts as an aligned text table."""
-    if not rows:
-        return "(no rows)"
-    columns = list(columns or rows[0].keys())
-    cells = [[format_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    head = "  ".join(c.rjust(w) for c, w in zip(columns, widths))
-    lines = [head, "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:

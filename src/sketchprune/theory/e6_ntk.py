@@ -78,7 +78,7 @@ def run(cfg: NTKConfig = NTKConfig()) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, color in (("topk", "tab:red"), ("sampled", "tab:blue"), ("uniform", "tab:gray")):

@@ -114,7 +114,7 @@ def run(cfg: DeepLinearConfig = DeepLinearConfig()) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     colors = {"optimal": "tab:blue", "whitened": "tab:cyan", "synflow": "tab:red", "random": "tab:gray"}

@@ -115,7 +115,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def plot(result: dict[str, Any], path: Path) -> Path:
     """Error against budget, one panel per case; colour = probabilities, line style = scheme."""
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     rows = result["rows"]
     cases = list(dict.fromkeys(r["case"] for r in rows))

@@ -154,7 +154,7 @@ def run(cfg: LinearConfig = LinearConfig()) -> dict[str, Any]:
 def plot(result: dict[str, Any], path: Path) -> Path:
     """Left: end-of-training error vs density per rule (main data). Right: the sweep, optimal rule."""
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for rule, color in zip(RULES, ("tab:blue", "tab:orange", "tab:gray")):

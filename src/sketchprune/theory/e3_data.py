@@ -17,7 +17,7 @@ from torch import Tensor
 
 from sketchprune import select, sketch
 from sketchprune.theory.common import jaccard
-from sketchprune.theory.linear import RULES, LinearConfig, _covering, dataset, rule_probs
+from sketchprune.theory.e2_linear import RULES, LinearConfig, _covering, dataset, rule_probs
 
 DataConfig = LinearConfig  # same data and density flags
 
@@ -59,7 +59,7 @@ def run(cfg: LinearConfig = LinearConfig()) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     from sketchprune.plotting import plt
-    from sketchprune.results import save_figure
+    from sketchprune.atomic import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, features in zip(axes, ("raw", "standardized")):
