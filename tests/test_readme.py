@@ -5,12 +5,20 @@ from pathlib import Path
 
 import torch
 
+from sketchprune.methods import registry
+
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
+def block(marker: str) -> str:
+    (found,) = [b for b in BLOCKS if marker in b]
+    return found
+
+
 def test_api_tour_runs(tmp_path):
-    code = BLOCKS[0].replace('"masks.safetensors"', repr(str(tmp_path / "m.safetensors")))
+    code = block("from sketchprune import select, Masks, sketch").replace(
+        '"masks.safetensors"', repr(str(tmp_path / "m.safetensors")))
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     masks = scope["masks"]
@@ -21,5 +29,23 @@ def test_api_tour_runs(tmp_path):
 def test_pruning_tour_runs():
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     scope = {"x": x, "y": y}
-    exec(compile(BLOCKS[1].replace("iterations=100", "iterations=2"), "README.md", "exec"), scope)
+    code = block('models.create("resnet20")').replace("iterations=100", "iterations=2")
+    exec(compile(code, "README.md", "exec"), scope)
     assert abs(scope["masks"].density() - 0.05) < 1e-3
+
+
+def test_adding_a_method_as_shown_works():
+    before = dict(registry._METHODS)
+    try:
+        exec(compile(block('@register("gradnorm"'), "README.md", "exec"), {})
+        from sketchprune import prune
+
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        data = [(torch.randn(10, 6), torch.randint(0, 3, (10,)))]
+        a = prune(net, "gradnorm", 0.5, data=data, gradnorm_power=2.0)
+        b = prune(net, "gradnorm", 0.5, data=data)  # a monotone power: the same top-k
+        assert a.density() == round(0.5 * 72) / 72 and all(torch.equal(a[n], b[n]) for n in a)
+    finally:
+        registry._METHODS.clear()
+        registry._METHODS.update(before)

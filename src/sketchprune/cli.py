@@ -24,10 +24,11 @@ from sketchprune.tables import format_table
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain click help: no "<bool>" metavar on flags that take no value
     help="Pruning at initialization, seen as sketching for approximate matrix multiplication.",
     pretty_exceptions_enable=False,
 )
-theory_app = typer.Typer(no_args_is_help=True, help="Theory lab: check each claim of the paper (E1-E4, E6).")
+theory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Theory lab: check each claim of the paper (E1-E4, E6).")
 app.add_typer(theory_app, name="theory")
 
 
@@ -227,6 +228,26 @@ _register_settings_command("train", train_cmd, [
         None, "--out", help="Run folder (default runs/train/<method>-<mode>-...-<hash>, one per config)."),
         annotation=Optional[Path]),
     out_json_params("")[1]] + _data_params() + [_device_param()])
+
+
+@app.command("methods")
+def methods_cmd(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the README's Markdown table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """List every registered pruning method (built-in and plugins) with its kind, data, rounds and options."""
+    from sketchprune import methods
+
+    if markdown:
+        typer.echo(methods.markdown_table(), nl=False)
+        return
+    rows = []
+    for name in methods.names():
+        m = methods.get(name)
+        rows.append({"method": name, "kind": m.kind, "data": m.data, "rounds": m.rounds, "signed": m.signed,
+                     "options": ", ".join(f"{k}={v}" for k, v in m.defaults().items()) or "-",
+                     "source": m.source, "description": m.description})
+    emit({"methods": rows}, as_json, [("", [{k: r[k] for k in r if k != "description"} for r in rows], None)], {})
 
 
 @app.command("run")

@@ -220,7 +220,7 @@ def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tupl
         default = getattr(defaults, f.name)
         helptext = (help_text or {}).get(f.name) or help_of(f)
         if unset and default is not None:
-            helptext = f"{helptext} [default: {_show(default)}]"
+            helptext = f"{helptext} (default: {_show(default)})"
         if typing.get_origin(tp) is tuple:
             opt = typer.Option(None if unset else ",".join(map(str, default)), _flag(f.name),
                                help=helptext or "comma-separated list")
@@ -240,8 +240,9 @@ def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tupl
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value)) or "none"
+    if isinstance(value, (tuple, dict)):
+        return ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) and value else \
+            ",".join(map(str, value)) or "none"
     return str(value)
 
 

@@ -12,8 +12,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-COLORS = {"random": "tab:gray", "magnitude": "tab:blue", "snip": "tab:orange", "grasp": "tab:green",
-          "synflow": "tab:red", "ntk": "tab:purple", "sketch": "tab:brown", "iterative_snip": "tab:pink"}
+PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:pink", "tab:green", "tab:red", "tab:purple", "tab:brown",
+           "tab:olive", "tab:cyan", "navy", "gold", "teal", "crimson", "darkkhaki", "slateblue", "sienna", "lime")
+
+
+def color_of(method: str) -> str:
+    """The plot colour of ``method``: one per registered method, in registration order (plugins too)."""
+    from sketchprune import methods
+
+    names = methods.names()
+    i = names.index(method) if method in names else len(names) + sum(map(ord, method))
+    return PALETTE[i % len(PALETTE)]
 
 
 def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
@@ -47,7 +56,7 @@ def accuracy_plot(summary: list[dict[str, Any]], path: str | Path, title: str = 
                 x = [math.log10(r["compression"]) for r in rows]
                 m = [r["mean"] for r in rows]
                 s = [r["std"] for r in rows]
-                color = COLORS.get(method)
+                color = color_of(method)
                 ax.plot(x, m, ls=ls, marker="o", ms=3, color=color, label=f"{method} ({mode})")
                 ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=color,
                                 alpha=0.12)

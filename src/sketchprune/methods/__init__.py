@@ -20,8 +20,18 @@ from sketchprune.methods.registry import (
     register,
 )
 
-# the built-in methods register themselves on import, in this order (the README table's order)
-from sketchprune.methods import basic, snip, grasp, synflow, ntk, linear_optimal  # noqa: E402,F401,I001
+
+def _import_builtins() -> None:
+    """Import every module of this package: each registers its methods (adding a method is adding a file)."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: (i.name != "basic", i.name)):
+        if info.name != "registry":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_builtins()
 
 __all__ = ["ENTRY_POINT_GROUP", "Context", "Method", "NoOptions", "Scores", "get", "markdown_table", "names",
            "needs_data", "register"]

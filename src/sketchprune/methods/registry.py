@@ -284,5 +284,6 @@ def markdown_table(which: Callable[[Method], bool] = lambda m: True) -> str:
         if not which(m):
             continue
         opts = ", ".join(f"`{k}={v}`" for k, v in m.defaults().items()) or "-"
-        rows.append(f"| `{m.name}` | {m.description} | {m.kind} | {m.data} | {m.rounds} | {opts} |")
+        description = m.description.replace("|", "\\|")  # a bar inside a cell would end it
+        rows.append(f"| `{m.name}` | {description} | {m.kind} | {m.data} | {m.rounds} | {opts} |")
     return "\n".join(rows) + "\n"
