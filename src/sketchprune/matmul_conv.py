@@ -1,12 +1,10 @@
 """Batch-1 float64 ``Conv2d`` on the CPU as plain matrix products (SynFlow's hot path).
 
-SynFlow runs the network on one all-ones input. Its deep convolutions then cover only a few
-output positions (a 512-channel layer at 2x2 or 4x4), so each is a matrix times a few columns,
-and CPU float64 convolution (im2col + GEMM, no oneDNN kernel) spends much of its backward
-zero-filling the weight gradient and reading the weights in a transposed order. Written as
-``unfold`` and two well-laid-out matrix products, they cost about two thirds (measured in one
-process: VGG-16-BN's forward + backward 62 vs 93 ms per round; 100 SynFlow rounds 13.3 vs
-15.3 s, the same masks, ``benchmarks/synflow_precision.py``).
+Why: SynFlow runs the network on one all-ones input, so its deep convolutions cover only a few
+output positions (a 512-channel layer at 2x2 or 4x4): a matrix times a few columns. CPU float64
+convolution (im2col + GEMM, no oneDNN kernel) spends much of its backward zero-filling the weight
+gradient and reading the weights in a transposed order; ``unfold`` and two well-laid-out matrix
+products avoid both (``benchmarks/bench_fastpaths.py`` times SynFlow with and without this).
 
 :func:`convs_as_matmuls` swaps this in for the duration of a ``with`` block and leaves the
 model as it was. Only exact ``nn.Conv2d`` modules (one group, zero padding) are swapped, and a
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MAX_POSITIONS = 16
-"""Output positions up to which the matrix path is used (measured: above it, no faster)."""
+"""Output positions up to which the matrix path is used (above it, im2col is as fast)."""
 
 
 class _RowsTimesWeightT(torch.autograd.Function):

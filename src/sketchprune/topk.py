@@ -57,12 +57,11 @@ _MMAP_FIXED = False
 
 
 def _fix_mmap_threshold() -> None:
-    """Pin glibc's mmap threshold at 1 MiB (once per process).
+    """Pin glibc's mmap threshold at 1 MiB (once per process, only for sets above CACHE_LIMIT).
 
-    Chunked passes free and reallocate piece-sized temporaries hundreds of times; glibc then
-    raises its mmap threshold and serves them from a fragmenting heap, so resident memory grows
-    with the number of pieces (measured: 1.9x the scores at 10^9 elements). With the threshold
-    pinned, freed temporaries go back to the system (0.27x, the output mask included).
+    Why: chunked passes free and reallocate piece-sized temporaries hundreds of times; glibc then
+    raises its threshold and serves them from a fragmenting heap, so resident memory grows with
+    the number of pieces. Pinned, freed temporaries go back to the system (``bench_select --huge``).
     """
     global _MMAP_FIXED
     if _MMAP_FIXED:

@@ -1,0 +1,120 @@
+"""Benchmark: does each fast path earn its place? Each is timed against the simpler path it replaces.
+
+* ``topk``: :func:`sketchprune.topk.largest_k` on network-shaped score sets and single tensors,
+  with each path switched off in turn (merge of small pieces, the one-``kthvalue`` finish of
+  small sets, the sample bracket; what remains is the radix select), best of ``--repeats``,
+  interleaved, as ratios to the default.
+* ``matmul_conv``: float64 SynFlow rounds on VGG-16-BN and ResNet-20 with and without
+  :func:`sketchprune.matmul_conv.convs_as_matmuls`, same process, interleaved.
+
+Run: ``python benchmarks/bench_fastpaths.py [--repeats 3] [--parts topk,matmul_conv]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+import warnings
+
+import torch
+
+from sketchprune import topk
+
+VARIANTS = {
+    "default": {},
+    "no-merge": {"MERGE_LIMIT": 0},
+    "no-finish": {"FINISH_LIMIT": 0},
+    "no-bracket": {"BRACKET": False},
+}
+
+
+def _shapes(model_name: str) -> list[torch.Size]:
+    from sketchprune import models
+    from sketchprune.pruning import prunable_parameters
+
+    return [p.shape for p in prunable_parameters(models.create(model_name)).values()]
+
+
+@contextlib.contextmanager
+def _patched(values: dict):
+    old = {k: getattr(topk, k) for k in values}
+    for k, v in values.items():
+        setattr(topk, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(topk, k, v)
+
+
+def bench_topk(repeats: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    cases = {
+        "resnet20 layers f64": [torch.rand(s, generator=g, dtype=torch.float64) for s in _shapes("resnet20")],
+        "vgg16 layers f64": [torch.rand(s, generator=g, dtype=torch.float64) for s in _shapes("vgg16")],
+        "1 x 2^15 f32": [torch.rand(1 << 15, generator=g)],
+        "1 x 1e6 f32": [torch.rand(10**6, generator=g)],
+        "1 x 1e7 f32": [torch.rand(10**7, generator=g)],
+    }
+    print(f"{'case':>22} " + " ".join(f"{v:>11}" for v in VARIANTS) + "   (seconds, then x default)")
+    for name, tensors in cases.items():
+        flat = [t.reshape(-1) for t in tensors]
+        k = round(0.01 * sum(t.numel() for t in flat))
+        best = {v: float("inf") for v in VARIANTS}
+        ref = None
+        for _ in range(repeats):
+            for v, values in VARIANTS.items():
+                outs = [torch.zeros(t.numel(), dtype=torch.bool) for t in flat]
+                with _patched(values):
+                    t0 = time.perf_counter()
+                    topk.largest_k([t.numel() for t in flat], lambda j: flat[j], k, outs)
+                    best[v] = min(best[v], time.perf_counter() - t0)
+                got = torch.cat(outs)
+                ref = got if ref is None else ref
+                assert torch.equal(got, ref), f"{v} changed the mask on {name}"
+        print(f"{name:>22} " + " ".join(f"{best[v]:>11.4f}" for v in VARIANTS))
+        print(f"{'':>22} " + " ".join(f"{best[v] / best['default']:>10.2f}x" for v in VARIANTS))
+
+
+def bench_matmul_conv(repeats: int, rounds: int = 10) -> None:
+    from sketchprune import matmul_conv, models, prune
+    from sketchprune.methods import synflow as synflow_module
+
+    print(f"\n{'SynFlow float64':>22} {'rounds':>7} {'with':>9} {'without':>9} {'speed-up':>9}")
+    for name in ("vgg16_bn", "resnet20"):
+        torch.manual_seed(0)
+        model = models.create(name)
+        best = {"with": float("inf"), "without": float("inf")}
+        masks = {}
+        for _ in range(repeats):
+            for variant in best:
+                swap = matmul_conv.convs_as_matmuls if variant == "with" else (lambda m: contextlib.nullcontext())
+                old, synflow_module.convs_as_matmuls = synflow_module.convs_as_matmuls, swap
+                try:
+                    t0 = time.perf_counter()
+                    masks[variant] = prune(model, "synflow", 0.01, iterations=rounds)
+                    best[variant] = min(best[variant], time.perf_counter() - t0)
+                finally:
+                    synflow_module.convs_as_matmuls = old
+        same = all(torch.equal(masks["with"][n], masks["without"][n]) for n in masks["with"])
+        print(f"{name:>22} {rounds:>7} {best['with']:>9.2f} {best['without']:>9.2f} "
+              f"{best['without'] / best['with']:>8.2f}x  same masks: {same}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--parts", default="topk,matmul_conv")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    warnings.simplefilter("ignore")  # layer collapse at 10 rounds is expected and beside the point
+    parts = args.parts.split(",")
+    if "topk" in parts:
+        bench_topk(args.repeats)
+    if "matmul_conv" in parts:
+        bench_matmul_conv(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
