@@ -72,7 +72,7 @@ def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
     cfg.write_text(TINY.format(epochs=2, methods="[magnitude]").replace("  dataset: digits\n", "")
                    + "  dataset: [digits, cifar10]\n")
     out = tmp_path / "out"
-    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 1  # runs failed: non-zero exit
     first = json.loads(capsys.readouterr().out)
     assert (first["done"], first["failed"], first["skipped"]) == (4, 4, 0)
     errors = list(out.rglob("error.json"))
@@ -80,7 +80,7 @@ def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
     assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["done"], again["skipped"], again["failed_earlier"]) == (0, 8, 4)
-    assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 1
     retried = json.loads(capsys.readouterr().out)
     assert (retried["failed"], retried["skipped"]) == (4, 4)
     assert main(["sweep", str(cfg), "--out", str(out), "--dry-run", "--json"]) == 0

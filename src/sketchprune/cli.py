@@ -17,7 +17,7 @@ import typer
 
 from sketchprune import __version__
 from sketchprune import config as cfgmod
-from sketchprune.errors import SketchpruneError
+from sketchprune.errors import SketchpruneError, one_line_warnings
 from sketchprune.atomic import to_json, write_json
 from sketchprune.tables import format_table
 
@@ -282,6 +282,8 @@ def run_cmd(
          {k: Path(v) for k, v in rep["files"].items()})
     if not as_json:
         typer.echo(f"{counts['done']} runs done, {counts['skipped']} already done, in {seconds:.1f} s")
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 def _run_sweep(spec: Any, out: Path, workers: int, ray_address: Optional[str], retry_failed: bool,
@@ -334,6 +336,8 @@ def sweep_cmd(
     emit({**counts, "out": str(out)}, as_json, [], {})
     if not as_json:
         typer.echo(line)
+    if counts["failed"]:
+        raise typer.Exit(1)  # runs failed in this call: their error.json says why
 
 
 @app.command("report")
@@ -355,22 +359,42 @@ def report_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app, turning bad input into a one-line error (exit 2)."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except SketchpruneError as e:
-        typer.echo(f"error: {e}", err=True)
-        return 2
-    except typer.Exit as e:
-        return e.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 1
-    except Exception as e:  # usage errors of the click layer under typer (bad flag, missing argument)
-        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
-            typer.echo(f"error: {e.format_message()}", err=True)
+    import warnings
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():
+        one_line_warnings()
+        try:
+            _check_repeated_flags(args)
+            rc = app(args=args, standalone_mode=False)  # a command's typer.Exit(code) comes back as its code
+            return rc if isinstance(rc, int) else 0
+        except SketchpruneError as e:
+            typer.echo(f"error: {e}", err=True)
             return 2
-        raise
+        except typer.Exit as e:
+            return e.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            return 1
+        except Exception as e:  # usage errors of the click layer under typer (bad flag, missing argument)
+            if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+                typer.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+                return 2
+            raise
     return 0
+
+
+def _check_repeated_flags(args: list[str]) -> None:
+    """A flag given twice is an error (click would silently keep the last one)."""
+    seen: set[str] = set()
+    for a in args:
+        if a == "--":
+            break
+        if a.startswith("--"):
+            flag = a.split("=", 1)[0]
+            if flag in seen and flag != "--help":
+                raise SketchpruneError(f"{flag} is given twice; give each flag once")
+            seen.add(flag)
 
 
 if __name__ == "__main__":

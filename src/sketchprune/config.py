@@ -86,15 +86,25 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
+def _optional(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    return (origin is typing.Union or origin is types.UnionType) and type(None) in typing.get_args(tp)
+
+
 def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> its type hint (``X | None`` kept, so that None is accepted only there)."""
     hints = typing.get_type_hints(cls)
-    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def parse_value(tp: Any, raw: Any, name: str) -> Any:
-    """Convert a CLI/YAML value to the field type ``tp`` (tuples accept lists or comma strings)."""
+    """Convert a CLI/YAML value to the field type ``tp`` (tuples accept lists or comma strings;
+    None only where ``tp`` is ``X | None``)."""
     if raw is None:
-        return None
+        if _optional(tp):
+            return None
+        raise SketchpruneError(f"setting {name!r} needs a value ({getattr(_base_type(tp), '__name__', tp)})")
+    tp = _base_type(tp)
     if tp is dict or typing.get_origin(tp) is dict:
         return parse_mapping(raw, name)
     if typing.get_origin(tp) is tuple:
@@ -109,6 +119,9 @@ def parse_value(tp: Any, raw: Any, name: str) -> Any:
         if repeated:
             raise SketchpruneError(f"setting {name!r} lists {repeated[0]!r} twice; give each value once")
         return values
+    if isinstance(raw, (list, tuple, dict)):
+        raise SketchpruneError(f"setting {name!r} takes one {getattr(tp, '__name__', tp)}, got {raw!r}; "
+                               "a list of values to try goes under grid:")
     try:
         if tp is bool:
             if isinstance(raw, str):
@@ -117,11 +130,17 @@ def parse_value(tp: Any, raw: Any, name: str) -> Any:
                 if raw.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(raw)
+            if not isinstance(raw, (bool, int)) or raw not in (0, 1):
+                raise ValueError(raw)
             return bool(raw)
+        if tp in (int, float) and isinstance(raw, bool):
+            raise ValueError(raw)  # YAML's true is not a number
         if tp is int and isinstance(raw, float) and not raw.is_integer():
             raise ValueError(raw)
+        if tp is str and not isinstance(raw, str):
+            raise ValueError(raw)
         return tp(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SketchpruneError(f"setting {name!r} must be {getattr(tp, '__name__', tp)}, got {raw!r}") from None
 
 
@@ -154,7 +173,7 @@ def keyword_values(fn: Callable[..., Any], values: Mapping[str, Any], what: str,
         if k not in known:
             listed = ", ".join(known) or "none"
             raise SketchpruneError(f"unknown option {k!r} for {what}; its options: {listed}")
-        out[k] = parse_value(_base_type(hints.get(k, type(known[k].default))), v, k)
+        out[k] = parse_value(hints.get(k, type(known[k].default)), v, k)
     return out
 
 
@@ -216,7 +235,7 @@ def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tupl
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        tp = field_types(cls)[f.name]
+        tp = _base_type(field_types(cls)[f.name])
         default = getattr(defaults, f.name)
         helptext = (help_text or {}).get(f.name) or help_of(f)
         if unset and default is not None:

@@ -43,3 +43,14 @@ def all_finite(t) -> bool:
         return True
     lo, hi = torch.aminmax(t.detach().reshape(-1))
     return math.isfinite(float(lo)) and math.isfinite(float(hi))
+
+
+def one_line_warnings() -> None:
+    """Show warnings as one ``warning: ...`` line on stderr (the CLI and its worker processes)."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,9 @@ class RunConfig(PruneOptions):
     def validate(self) -> None:
         super().validate()
         check_density(self.density)
+        check(not self.train.augment or self.dataset in datasets.IMAGE_SETS,
+              f"augment (crop and flip) applies to image data sets ({', '.join(datasets.IMAGE_SETS)}); "
+              f"{self.dataset} has none: drop augment")
         check(self.prune_batches >= 1 and self.prune_batch_size >= 1, "prune_batches and prune_batch_size must be >= 1")
         prune_settings(methods.get(self.method), {**self.prune_options(), **self.method_options})
 
@@ -144,24 +146,41 @@ def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> Mas
                  **cfg.method_options)
 
 
+def _claim(out: Path, cfg: RunConfig) -> None:
+    """Make ``out`` the folder of ``cfg``: a folder that holds another config's run is an error
+    (so a resume never mixes two configs), one that holds this config's run is resumed."""
+    record = out / "config.json"
+    if record.exists():
+        try:
+            held = read_json(record).get("hash")
+        except (OSError, ValueError, AttributeError):
+            held = None
+        if held != config_hash(cfg):
+            raise SketchpruneError(
+                f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
+                f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
+        return
+    check(not (out / "result.json").exists() and not (out / "masks.safetensors").exists(),
+          f"run folder {out} holds a run without its config.json; pass another --out or delete the folder")
+    write_json(record, {"hash": config_hash(cfg), **to_dict(cfg)})
+
+
 def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
         download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
     """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result."""
     out = Path(out)
+    _claim(out, cfg)
     done = out / "result.json"
     if done.exists():
         return read_json(done)
     t0 = time.perf_counter()
-    write_json(out / "config.json", {"hash": config_hash(cfg), **to_dict(cfg)})
     data = dataset if dataset is not None else load_data(cfg, data_root, download)
     model = build_model(cfg, data)
     masks_path = out / "masks.safetensors"
     if masks_path.exists():
         masks = Masks.load(masks_path)
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            masks = prune_model(cfg, model, data)
+        masks = prune_model(cfg, model, data)  # layer collapse warns, as prune does
         masks.save(masks_path)
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)

@@ -5,10 +5,16 @@ zero once, their gradients are zeroed in place after accumulation (so momentum a
 stay zero), and a post-step hook re-zeroes them after every ``torch.optim`` step, so they stay
 *exactly* zero under any optimizer, weight decay included. Both are one in-place multiply by a
 0/1 tensor in the parameter's dtype (cheaper than ``masked_fill_`` with a bool mask; ``bench_train.py``).
+
+Each :class:`MaskHandle` owns exactly what its ``apply`` added: a parameter keeps the masks of
+all live handles and enforces their intersection, with one gradient hook however many there
+are; applying the same ``Masks`` twice adds nothing (a count), and ``remove()`` takes back only
+its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -23,7 +29,8 @@ from sketchprune.atomic import atomic_path
 
 FORMAT = "sketchprune.masks"
 FORMAT_VERSION = "1"
-_KEEP = "_sketchprune_keep"  # attribute on a masked Parameter: 1.0 where kept, 0.0 where pruned (param dtype)
+_STATE = "_sketchprune_masks"  # attribute on a masked Parameter: its _ParamMasks
+_tokens = itertools.count()
 
 
 class Masks(Mapping[str, Tensor]):
@@ -31,6 +38,7 @@ class Masks(Mapping[str, Tensor]):
 
     def __init__(self, mapping: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
         self.meta: dict[str, Any] = dict(meta or {})  # how the masks were made (prune fills it)
+        self._token = next(_tokens)  # identifies this object's masks on the parameters it is applied to
         self._masks: dict[str, Tensor] = {}
         for name, m in mapping.items():
             check(isinstance(m, Tensor), f"mask for {name!r} is not a tensor; pass bool tensors")
@@ -114,19 +122,23 @@ class Masks(Mapping[str, Tensor]):
     def apply(self, model: nn.Module) -> MaskHandle:
         """Zero the pruned weights of ``model`` and keep them exactly zero through optimizer steps.
 
-        Returns a handle whose ``remove()`` undoes the hooks (weights stay as they are).
+        Returns a handle whose ``remove()`` takes back this application only (weights stay as
+        they are); masks applied by other handles stay enforced.
         """
         params = self._check_model(model)
         _install_step_hook()
-        hooks = []
+        applied = []
         for name, m in self._masks.items():
             p = params[name]
-            keep = m.to(device=p.device, dtype=p.dtype)
+            state = getattr(p, _STATE, None)
+            if state is None:
+                state = _ParamMasks(p)
+                setattr(p, _STATE, state)
+            state.add(self._token, m)
             with torch.no_grad():
-                p.mul_(keep)
-            setattr(p, _KEEP, keep)
-            hooks.append(p.register_post_accumulate_grad_hook(_mask_grad))
-        return MaskHandle([params[n] for n in self._masks], hooks)
+                p.mul_(state.keep_for(p))
+            applied.append(p)
+        return MaskHandle(applied, self._token)
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
         """Attach the masks with ``torch.nn.utils.prune.custom_from_mask`` (weight_orig + weight_mask)."""
@@ -187,35 +199,78 @@ class Masks(Mapping[str, Tensor]):
 
     @staticmethod
     def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
-        """The ``metadata`` mapping given to :meth:`save`."""
+        """The ``metadata`` mapping given to :meth:`save`; a missing or corrupt file is a clear error."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("user", "{}"))
+        path = Path(path)
+        check(path.is_file(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return json.loads((f.metadata() or {}).get("user", "{}"))
+        except Exception as e:  # safetensors' own error types, or a header that is not JSON
+            raise SketchpruneError(f"mask file {path} is corrupt or not a safetensors file ({type(e).__name__}); "
+                                   "write it again with Masks.save") from None
 
 
 class MaskHandle:
-    """Returned by :meth:`Masks.apply`; ``remove()`` detaches the gradient and step hooks."""
+    """Returned by :meth:`Masks.apply`; ``remove()`` takes back that application (once)."""
 
-    def __init__(self, params: list[nn.Parameter], hooks: list) -> None:
+    def __init__(self, params: list[nn.Parameter], token: int) -> None:
         self._params = params
-        self._hooks = hooks
+        self._token = token
 
     def remove(self) -> None:
-        for h in self._hooks:
-            h.remove()
         for p in self._params:
-            if hasattr(p, _KEEP):
-                delattr(p, _KEEP)
+            state = getattr(p, _STATE, None)
+            if state is not None and state.remove(self._token):
+                delattr(p, _STATE)
+        self._params = []
+
+
+class _ParamMasks:
+    """The masks applied to one parameter: a count per applying ``Masks`` object, their
+    intersection as a 0/1 tensor in the parameter's dtype, and the one gradient hook."""
+
+    def __init__(self, p: nn.Parameter) -> None:
+        self.masks: dict[int, tuple[Tensor, int]] = {}
+        self.keep: Tensor | None = None
+        self.hook = p.register_post_accumulate_grad_hook(_mask_grad)
+
+    def add(self, token: int, mask: Tensor) -> None:
+        m, count = self.masks.get(token, (mask, 0))
+        self.masks[token] = (m, count + 1)
+        if count == 0:
+            self.keep = None
+
+    def remove(self, token: int) -> bool:
+        """Take back one application of ``token``; True when no mask is left (the hook is gone)."""
+        if token not in self.masks:
+            return False
+        m, count = self.masks[token]
+        if count > 1:
+            self.masks[token] = (m, count - 1)
+            return False
+        del self.masks[token]
+        self.keep = None
+        if not self.masks:
+            self.hook.remove()
+            return True
+        return False
+
+    def keep_for(self, p: Tensor) -> Tensor:
+        """The intersection of the masks, on ``p``'s device and in its dtype (made again when either changed)."""
+        if self.keep is None or self.keep.device != p.device or self.keep.dtype != p.dtype:
+            both = None
+            for m, _ in self.masks.values():
+                m = m.to(p.device)
+                both = m if both is None else both & m
+            self.keep = both.to(p.dtype)  # type: ignore[union-attr]
+        return self.keep
 
 
 def _keep_for(p: Tensor) -> Tensor | None:
-    """The 0/1 keep tensor of ``p``, moved along if the model moved to another device or dtype."""
-    keep = getattr(p, _KEEP, None)
-    if keep is not None and (keep.device != p.device or keep.dtype != p.dtype):
-        keep = keep.to(device=p.device, dtype=p.dtype)
-        setattr(p, _KEEP, keep)
-    return keep
+    state = getattr(p, _STATE, None)
+    return state.keep_for(p) if state is not None else None
 
 
 @torch.no_grad()

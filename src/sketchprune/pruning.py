@@ -43,6 +43,10 @@ class LayerCollapseWarning(UserWarning):
     """A layer was pruned to nothing: the network is cut there."""
 
 
+class UnprunedWarning(UserWarning):
+    """Weight tensors of layers that prune does not know were left dense."""
+
+
 @dataclass(frozen=True)
 class PruneOptions(cfgmod.Settings):
     """How ``prune`` turns a method's scores into masks: the options every method shares."""
@@ -65,6 +69,8 @@ class PruneOptions(cfgmod.Settings):
     include_bias: bool = setting(False, "Prune the biases of Linear/Conv layers too.")
     include_norm: bool = setting(False, "Prune the weights of normalization layers too.")
     exclude: tuple[str, ...] = setting((), "Glob patterns of parameter names never pruned, e.g. '*shortcut*,fc.*'.")
+    include: tuple[str, ...] = setting((), "Glob patterns of other parameters to prune too, e.g. an Embedding's "
+                                           "'emb.weight' or 'attn.in_proj_weight'.")
     shuffle: bool = setting(False, "Sanity check (Su et al. 2020): move each layer's kept positions at random, "
                                    "keeping its count.")
     invert: bool = setting(False, "Sanity check: keep the lowest-scoring weights instead of the highest.")
@@ -113,25 +119,48 @@ def prune_settings(method: methods.Method, values: Mapping[str, Any]) -> tuple[P
 
 
 def prunable_parameters(
-    model: nn.Module, *, include_bias: bool = False, include_norm: bool = False, exclude: Sequence[str] = ()
+    model: nn.Module, *, include_bias: bool = False, include_norm: bool = False, exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
 ) -> dict[str, nn.Parameter]:
-    """Name -> parameter for the weights of Linear/Conv layers (plus biases / norm weights by option).
+    """Name -> parameter for the weights of Linear/Conv layers (plus biases / norm weights by option,
+    and any parameter whose name matches a glob of ``include``), minus those matching ``exclude``.
 
-    ``exclude`` holds glob patterns on parameter names, e.g. ``("*shortcut*", "fc.*")``.
+    A parameter shared by several modules is one entry, under its first name. Other weight
+    tensors (an Embedding's, MultiheadAttention's ``in_proj_weight``, a raw ``nn.Parameter``) are
+    left out with an :class:`UnprunedWarning` that names them.
     """
-    out: dict[str, nn.Parameter] = {}
+    first: dict[int, tuple[str, nn.Parameter, nn.Module]] = {}  # each tensor under its first name
+    wanted: set[int] = set()
     for mname, m in model.named_modules():
         prefix = f"{mname}." if mname else ""
         for pname, p in m.named_parameters(recurse=False):
             name = prefix + pname
+            first.setdefault(id(p), (name, p, m))
             if isinstance(m, WEIGHT_LAYERS):
                 take = pname == "weight" or (include_bias and pname == "bias")
             elif isinstance(m, NORM_LAYERS):
                 take = include_norm and pname == "weight"
             else:
                 take = False
-            if take and not any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
-                out[name] = p
+            if take or any(fnmatch.fnmatchcase(name, pat) for pat in include):
+                wanted.add(id(p))  # a tensor is prunable if any of its uses is
+    out: dict[str, nn.Parameter] = {}
+    skipped: list[str] = []
+    for key, (name, p, m) in first.items():
+        if any(fnmatch.fnmatchcase(name, pat) for pat in exclude):
+            continue
+        if key in wanted:
+            check(not isinstance(p, nn.parameter.UninitializedParameter),
+                  f"parameter {name} ({type(m).__name__}) is not initialized yet (a lazy layer); "
+                  f"run one forward pass first, or pass exclude=('{name}',)")
+            out[name] = p
+        elif p.dim() >= 2 and not isinstance(m, NORM_LAYERS):
+            skipped.append(f"{name} ({type(m).__name__})")
+    if skipped:
+        warnings.warn(f"not pruned: {len(skipped)} weight tensor(s) of layers prune does not know: "
+                      f"{', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''}; prune them with "
+                      f"include=('{skipped[0].split(' ')[0]}', ...) or leave them out with exclude=(...)",
+                      UnprunedWarning, stacklevel=2)
     return out
 
 
@@ -194,10 +223,12 @@ class PruneInfo:
 def _batches(data: Any) -> list[tuple[Tensor, Tensor]] | None:
     if data is None:
         return None
+    what = "data must yield (inputs, targets) tensor batches, e.g. a DataLoader or [(x, y)]"
+    check(isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)), what)
     out = []
     for item in data:
-        check(isinstance(item, (tuple, list)) and len(item) >= 2,
-              "data must yield (inputs, targets) batches, e.g. a DataLoader or [(x, y)]")
+        check(isinstance(item, (tuple, list)) and len(item) >= 2 and all(isinstance(t, Tensor) for t in item[:2]),
+              what)
         out.append((item[0], item[1]))
     return out
 
@@ -233,8 +264,9 @@ def prune(
     method's own options (``sketchprune.methods.get(method).options``). The model's weights,
     ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
     """
-    check(iterations is None or (isinstance(iterations, int) and iterations >= 1),
+    check(iterations is None or (isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 1),
           f"iterations must be an integer >= 1, got {iterations!r}")
+    check(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
     check_density(density)
     spec, opts, method_options, batches, params, input_shape = _prepare(
         model, method, data, {**options, "mode": mode, "scope": scope, "iterations": iterations or 0,
@@ -255,7 +287,7 @@ def prune(
         if spec.kind == "score":
             masks = _score_rounds(ctx, dens_schedule, opts)
         else:
-            masks = _built_masks(ctx, spec.fn(ctx), opts.mode)
+            masks = _built_masks(ctx, call(ctx), opts.mode)
     if opts.shuffle:
         masks = shuffle_within_layers(masks, generator)
     result = Masks({n: m.cpu() for n, m in masks.items()})
@@ -273,14 +305,19 @@ def prune(
 def _prepare(model: nn.Module, method: str, data: Iterable | None, options: dict[str, Any]) -> tuple:
     """What every call needs: the method, its checked options, the data batches, the prunable
     parameters and the input shape (given, from the data, or from the model)."""
+    check(isinstance(method, str), f"method must be a name, got {method!r}; see sketchprune.methods.names()")
     spec = methods.get(method)
     input_shape = options.pop("input_shape", None)
+    check(input_shape is None or (isinstance(input_shape, (tuple, list, torch.Size)) and len(input_shape) >= 1
+                                  and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                          for d in input_shape)),
+          f"input_shape must be the shape of one input, e.g. (3, 32, 32), got {input_shape!r}")
     opts, method_options = prune_settings(spec, options)
     batches = _batches(data)
     if spec.needs_data and not batches:
         raise methods.needs_data(method)
     params = prunable_parameters(model, include_bias=opts.include_bias, include_norm=opts.include_norm,
-                                 exclude=opts.exclude)
+                                 exclude=opts.exclude, include=opts.include)
     check(bool(params), "the model has nothing to prune (no Linear/Conv weights after exclusions); "
           "check exclude= or pass include_norm=True / include_bias=True")
     if input_shape is None:
@@ -298,13 +335,24 @@ def score(model: nn.Module, method: str, *, data: Iterable | None = None, seed: 
     with scoring_state(work, train=opts.train_mode, restore=not spec.copies):
         ctx = methods.Context(spec, work, _same_names(work, params), method_options,
                               seeding.generator(seed, "prune"), batches, input_shape)
-        return {n: s.detach() for n, s in spec.fn(ctx).items()}
+        return {n: s.detach() for n, s in call(ctx).items()}
 
 
 def _same_names(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
     """The parameters of ``model`` (a copy) under the names of ``params``."""
     own = dict(model.named_parameters(remove_duplicate=False))
     return {n: own[n] for n in params}
+
+
+def call(ctx: methods.Context) -> dict[str, Tensor]:
+    """Run the method; the model failing on its inputs (shapes, labels) is a one-line error."""
+    try:
+        return ctx.method.fn(ctx)
+    except (RuntimeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        shape = f" (input shape {ctx.input_shape})" if ctx.input_shape else ""
+        raise SketchpruneError(f"method {ctx.method.name!r} could not run the model{shape}: {type(e).__name__}: "
+                               f"{first}; check that the data or input_shape fit the model") from e
 
 
 class Survivors:
@@ -353,7 +401,7 @@ def _score_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneO
     for r, kept in enumerate(round_budgets):
         last = r == len(round_budgets) - 1
         sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
-        keep = _select_round(survivors.gather(ctx.method.fn(ctx)), kept, sample, opts, ctx)
+        keep = _select_round(survivors.gather(call(ctx)), kept, sample, opts, ctx)
         if last:
             return survivors.masks(keep)
         survivors.drop(keep)

@@ -15,9 +15,10 @@ Rules, all tested:
 * ``scheme="exact"``: successive sampling without replacement proportional to ``w`` (exponential
   race / Gumbel-top-k). ``"poisson"``: independent keeps with ``pi_i = min(1, lam w_i)``,
   ``sum pi = k`` (the kept count is random with mean k). ``"iid"``: draws with replacement until
-  k distinct indices are kept; the kept *set* then has the same law as "exact", and after 20
-  rounds of draws the remainder is completed by "exact" on the entries not yet kept (the same
-  conditional law), so heavy tails never stall it.
+  k distinct indices are kept. The first appearances of new indices are successive sampling
+  proportional to ``w``, so the kept *set* has exactly the law of "exact", and it is drawn that
+  way (the same mask for the same seed): drawing with replacement would need ever more draws
+  as k nears the number of entries, as it does in the early rounds of iterative pruning.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def select(
     for the exact rules on counts, ties, zero scores and schemes.
     """
     single = isinstance(scores, Tensor)
+    check(single or isinstance(scores, Mapping), f"scores must be a tensor or a name -> tensor mapping, got "
+                                                 f"{type(scores).__name__}")
     named: dict[str, Tensor] = {"": scores} if single else dict(scores)  # type: ignore[arg-type]
-    _validate(named, density, mode, scheme, power, scope, log_scores)
+    for name, t in named.items():
+        check(isinstance(t, Tensor), f"scores for {name!r} are a {type(t).__name__}, not a tensor")
+    _validate(named, density, mode, scheme, power, scope, log_scores, generator)
     if mode == "sample" and math.isinf(power):
         mode = "topk"
     names = list(named)
@@ -85,7 +90,7 @@ def select(
     return out[""] if single else out
 
 
-def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
+def _validate(named, density, mode, scheme, power, scope, log_scores, generator) -> None:
     check(mode in MODES, f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
     check(scheme in SCHEMES, f"unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
     check(scope in SCOPES, f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
@@ -94,7 +99,11 @@ def _validate(named, density, mode, scheme, power, scope, log_scores) -> None:
         mode == "sample" or (scheme == "exact" and power == 1.0),
         "scheme and power only apply to mode='sample'; drop them or set mode='sample'",
     )
-    check(not math.isnan(power) and power >= 0, f"power must be >= 0 (0 = random, inf = top-k), got {power}")
+    check(isinstance(power, (int, float)) and not isinstance(power, bool) and not math.isnan(power) and power >= 0,
+          f"power must be a number >= 0 (0 = random, inf = top-k), got {power!r}")
+    check(generator is None or isinstance(generator, torch.Generator),
+          f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    check(isinstance(log_scores, bool), f"log_scores must be True or False, got {log_scores!r}")
     dens = density.values() if isinstance(density, Mapping) else [density]
     if isinstance(density, Mapping):
         check(scope == "layer", "per-layer densities need scope='layer'")
@@ -148,7 +157,7 @@ def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) 
         lw = p if log_scores else p.log()
         return lw * power if power != 1 else lw
 
-    if scheme == "exact":
+    if scheme in ("exact", "iid"):  # the same law for the kept set (module docstring)
         positive = sum(int((log_weight(j) > -math.inf).sum().item()) for j in range(len(pieces)))
         if k <= positive:
             _complete_exact(pieces, out_pieces, k, generator, log_weight)
@@ -162,51 +171,10 @@ def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) 
     weights = [
         (log_weight(j) - top).exp_() if top > -math.inf else torch.zeros_like(pieces[j]) for j in range(len(pieces))
     ]
-    if scheme == "poisson":
-        pi = sampling.inclusion_probabilities(weights, k)
-        gens = sampling.piece_generators(generator, len(pieces), device)
-        for j, w in enumerate(weights):
-            out_pieces[j].copy_(sampling.uniform(w, gens[j]) < pi(w))
-        return
-    _iid_distinct(weights, out_pieces, k, generator, log_weight)
-
-
-def _iid_distinct(weights, out_pieces, k, generator, log_weight, rounds: int = 20) -> None:
-    """Draw with replacement until ``k`` distinct indices are kept (see the module docstring)."""
-    positive = sum(int((w > 0).sum().item()) for w in weights)
-    if k > positive:  # zero rule: keep every positive weight, fill uniformly among zeros
-        for o, w in zip(out_pieces, weights):
-            o.copy_(w > 0)
-        _complete_exact(weights, out_pieces, k - positive, generator, lambda j: torch.zeros_like(weights[j]))
-        return
-    starts = [0]
-    for w in weights:
-        starts.append(starts[-1] + w.numel())
-    bounds = torch.tensor(starts[1:-1], device=weights[0].device)
-    got = 0
-    for _ in range(rounds):
-        if got >= k:
-            return
-        draws = sampling.draw_iid(weights, 2 * (k - got) + 64, generator)
-        which = torch.searchsorted(bounds, draws, right=True)
-        fresh = torch.ones_like(draws, dtype=torch.bool)
-        for j, o in enumerate(out_pieces):
-            sel = which == j
-            if bool(sel.any()):
-                fresh[sel] = ~o[draws[sel] - starts[j]]
-        cand = draws[fresh]
-        order = torch.arange(draws.numel(), device=draws.device)[fresh]
-        uniq, inv = torch.unique(cand, return_inverse=True)
-        first = torch.full((uniq.numel(),), draws.numel(), dtype=torch.int64, device=draws.device)
-        first.scatter_reduce_(0, inv, order, reduce="amin")
-        chosen = uniq[first.argsort()[: k - got]]
-        which_c = torch.searchsorted(bounds, chosen, right=True)
-        for j, o in enumerate(out_pieces):
-            sel = which_c == j
-            o[chosen[sel] - starts[j]] = True
-        got += chosen.numel()
-    if got < k:
-        _complete_exact(weights, out_pieces, k - got, generator, log_weight)
+    pi = sampling.inclusion_probabilities(weights, k)  # poisson
+    gens = sampling.piece_generators(generator, len(pieces), device)
+    for j, w in enumerate(weights):
+        out_pieces[j].copy_(sampling.uniform(w, gens[j]) < pi(w))
 
 
 def _complete_exact(pieces, out_pieces, k, generator, log_weight) -> None:

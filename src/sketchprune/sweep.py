@@ -14,17 +14,22 @@ grid:                       # the axes: every combination is one run
   seed: [0, 1, 2]
 ```
 
-A folder with ``result.json`` is finished and skipped; a folder with ``error.json`` failed (skipped
-unless ``retry_failed``); anything else is (re)started, resuming its checkpoint. Results are
-written atomically, so killing a sweep at any moment loses at most the epoch in progress.
+A folder with a valid ``result.json`` is finished and skipped; a folder with ``error.json``, or
+with a ``result.json`` that cannot be read, failed (skipped unless ``retry_failed``, which reruns
+it from scratch); anything else is (re)started, resuming its checkpoint. Results are written
+atomically, so killing a sweep at any moment loses at most the epoch in progress. One sweep at a
+time runs in a folder (a lock file), and worker processes end with the sweep that started them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import shutil
 import traceback
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +38,11 @@ import yaml
 
 from sketchprune import config as cfgmod
 from sketchprune.atomic import read_json, write_json
-from sketchprune.errors import SketchpruneError, check
+from sketchprune.errors import SketchpruneError, check, one_line_warnings
 from sketchprune.experiment import RunConfig, make_config
 from sketchprune.experiment import run as run_experiment
 from sketchprune.methods import registry
+from sketchprune.train import resolve_device
 
 
 @dataclass
@@ -62,8 +68,12 @@ def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
     fixed = spec.get("fixed") or {}
     grid = spec.get("grid") or {}
     check(isinstance(fixed, dict) and isinstance(grid, dict), f"{where}: 'fixed' and 'grid' must be mappings")
+    check(bool(fixed) or bool(grid), f"{where} is empty; give settings under fixed: and axes under grid:")
     for k, v in grid.items():
         check(isinstance(v, list) and v, f"{where}: grid axis {k!r} must be a non-empty list")
+        repeated = [x for i, x in enumerate(v) if x in v[:i]]
+        if repeated:
+            raise SketchpruneError(f"{where}: grid axis {k!r} lists {repeated[0]!r} twice; give each value once")
     axes = list(grid)
     runs = []
     for combo in itertools.product(*(grid[a] for a in axes)):
@@ -105,10 +115,10 @@ def default_spec(*, dataset: str = "mnist1d", model: str = "conv1d", methods: st
 def load(path: str | os.PathLike) -> Sweep:
     """Parse a sweep file; unknown settings and malformed axes are one-line errors."""
     path = Path(path)
-    check(path.exists(), f"sweep file {path} does not exist")
+    check(path.is_file(), f"sweep file {path} does not exist or is not a file")
     try:
         spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise SketchpruneError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
     return from_spec(spec, str(path))
 
@@ -117,10 +127,20 @@ def folder(root: Path, cfg: RunConfig) -> Path:
     return root / "runs" / cfgmod.config_hash(cfg)
 
 
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A run's ``result.json``, or None when it is missing or cannot be read as a result."""
+    try:
+        result = read_json(path)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(result, dict) and {"config", "hash", "final_test_acc"} <= set(result)
+    return result if ok else None
+
+
 def status(run_dir: Path) -> str:
-    """"done", "failed" or "todo"."""
+    """"done", "failed" (``error.json``, or a ``result.json`` that cannot be read) or "todo"."""
     if (run_dir / "result.json").exists():
-        return "done"
+        return "done" if read_result(run_dir / "result.json") is not None else "failed"
     if (run_dir / "error.json").exists():
         return "failed"
     return "todo"
@@ -152,32 +172,59 @@ def run(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, int]:
     """Run every unfinished run of ``sweep`` under ``out``; returns counts done / skipped / failed."""
-    check(workers >= 1, f"--workers must be >= 1, got {workers}")
-    write_json(out / "sweep.json", {"source": sweep.source, "runs": [cfgmod.config_hash(c) for c in sweep.runs]})
-    todo, skipped, failed_before = [], 0, 0
-    for cfg in sweep.runs:
-        d = folder(out, cfg)
-        st = status(d)
-        if st == "done" or (st == "failed" and not retry_failed):
-            skipped += 1
-            failed_before += st == "failed"
-            continue
-        if st == "failed":
-            (d / "error.json").unlink()
-        d.mkdir(parents=True, exist_ok=True)
-        todo.append((cfgmod.to_dict(cfg), str(d)))
-    counts = {"done": 0, "skipped": skipped, "failed": 0, "failed_earlier": failed_before}
-    if ray_address is not None:
-        outcomes = _ray_backend(todo, sweep, ray_address)
-    elif workers > 1:
-        outcomes = _process_backend(todo, sweep, workers)
-    else:
-        outcomes = (run_recorded(c, d, sweep.device, sweep.data_root) for c, d in todo)
-    for outcome in outcomes:
-        counts[outcome["status"]] += 1
-        if progress is not None:
-            progress(outcome)
+    check(isinstance(workers, int) and workers >= 1, f"--workers must be >= 1, got {workers}")
+    if ray_address is None:
+        resolve_device(sweep.device)  # a missing GPU is an error before any run (a Ray cluster has its own)
+    with _lock(out):
+        write_json(out / "sweep.json", {"source": sweep.source, "runs": [cfgmod.config_hash(c) for c in sweep.runs]})
+        todo, skipped, failed_before = [], 0, 0
+        for cfg in sweep.runs:
+            d = folder(out, cfg)
+            st = status(d)
+            if st == "done" or (st == "failed" and not retry_failed):
+                skipped += 1
+                failed_before += st == "failed"
+                continue
+            if st == "failed":  # from scratch: a damaged checkpoint or result must not block it again
+                shutil.rmtree(d)
+            d.mkdir(parents=True, exist_ok=True)
+            todo.append((cfgmod.to_dict(cfg), str(d)))
+        counts = {"done": 0, "skipped": skipped, "failed": 0, "failed_earlier": failed_before}
+        if ray_address is not None:
+            outcomes = _ray_backend(todo, sweep, ray_address)
+        elif workers > 1:
+            outcomes = _process_backend(todo, sweep, workers)
+        else:
+            outcomes = (run_recorded(c, d, sweep.device, sweep.data_root) for c, d in todo)
+        for outcome in outcomes:
+            counts[outcome["status"]] += 1
+            if progress is not None:
+                progress(outcome)
     return counts
+
+
+@contextlib.contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.sweep.lock`` for the sweep: a second sweep in the same folder is an error."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    f = open(out / ".sweep.lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise SketchpruneError(f"another sweep (pid {holder}) is running in {out}; wait for it to end "
+                                   "or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
 
 
 def _process_backend(todo, sweep: Sweep, workers: int):
@@ -185,16 +232,43 @@ def _process_backend(todo, sweep: Sweep, workers: int):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_recorded, c, d, sweep.device, sweep.data_root) for c, d in todo]
         for f in cf.as_completed(futures):
             yield f.result()
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     import torch
 
     torch.set_num_threads(1)  # one core per worker: the workers share the machine
+    one_line_warnings()
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the sweep process ``parent`` dies (SIGKILL included): the kernel's
+    parent-death signal on Linux, and a watchdog thread everywhere."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _ray_backend(todo, sweep: Sweep, address: str):
@@ -219,5 +293,14 @@ def _ray_backend(todo, sweep: Sweep, address: str):
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
-    """Every finished run's result under ``root`` (recursively), in a stable order."""
-    return [read_json(p) for p in sorted(Path(root).rglob("result.json"))]
+    """Every finished run's result under ``root`` (recursively), in a stable order; a result file
+    that cannot be read is left out with a warning (the sweep reruns it with --retry-failed)."""
+    results = []
+    for p in sorted(Path(root).rglob("result.json")):
+        r = read_result(p)
+        if r is None:
+            warnings.warn(f"{p} cannot be read as a result; left out (sketchprune sweep --retry-failed reruns it)",
+                          RuntimeWarning, stacklevel=2)
+        else:
+            results.append(r)
+    return results

@@ -127,20 +127,40 @@ def train(
 
     Returns final and best test accuracy, losses and wall time. ``stop_after`` ends after that
     many epochs in this call (the checkpoint lets a later call resume). ``seed`` fixes the batch
-    order and augmentation (a stream apart from the one that initialized the model).
+    order and augmentation (a stream apart from the one that initialized the model). Masks
+    applied by the caller stay applied; ``masks`` is applied for the training only.
     """
     cfg.validate()
+    check(not cfg.augment or data.image, f"augment (crop and flip) applies to image data; {data.name} has none")
     dev = resolve_device(device)
     model.to(dev)
-    data = data.to(dev)
     handle = masks.apply(model) if masks is not None else None
+    try:
+        return _loop(model, data.to(dev), cfg, dev, Path(out) if out is not None else None, progress, stop_after,
+                     seed)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, out: Path | None, progress: bool,
+          stop_after: int | None, seed: int) -> dict[str, Any]:
+    """The epochs: resume from ``out``'s checkpoint, train, evaluate, checkpoint after each epoch.
+
+    The loss is summed on the device and read once per epoch, so a GPU is not synchronized every
+    step; a non-finite loss is caught at the end of the epoch in which it appeared.
+    """
     opt = make_optimizer(model, cfg)
     gen = seeding.generator(seed, "train")  # batch order and augmentation, apart from the init stream
     start, history = 0, []
-    ckpt = Path(out) / "checkpoint.pt" if out is not None else None
+    ckpt = out / "checkpoint.pt" if out is not None else None
     key = f"{config_hash(cfg)}-s{seed}"
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        try:
+            state = torch.load(ckpt, map_location=dev, weights_only=True)
+        except Exception as e:  # a damaged file: torch raises several types
+            raise SketchpruneError(f"checkpoint {ckpt} cannot be read ({type(e).__name__}); delete it to start "
+                                   "over (a sweep's --retry-failed does)") from None
         if state.get("config_hash") != key:
             raise SketchpruneError(f"checkpoint {ckpt} is from another training config; use a fresh --out folder")
         model.load_state_dict(state["model"])
@@ -161,26 +181,26 @@ def train(
                 g["lr"] = cfg.lr * lr_factor(cfg, epoch)
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
-            total, seen = 0.0, 0
+            total = torch.zeros((), device=dev, dtype=torch.float64)
             for i in range(0, n, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
                 x, y = data.train_x[idx], data.train_y[idx]
-                if cfg.augment and data.image:
+                if cfg.augment:
                     x = augment(x, gen)
                 loss = F.cross_entropy(model(x), y)
-                if not torch.isfinite(loss):
-                    raise SketchpruneError(f"training loss became {float(loss)} in epoch {epoch + 1}; lower --lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(y)
-                seen += len(y)
+                total += loss.detach().double() * len(y)
+            train_loss = float(total) / n
+            if not math.isfinite(train_loss):
+                raise SketchpruneError(f"training loss became {train_loss} in epoch {epoch + 1}; lower --lr")
             test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
-            row = {"epoch": epoch + 1, "train_loss": total / seen, "test_loss": test_loss, "test_acc": test_acc,
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
                    "lr": opt.param_groups[0]["lr"]}
             history.append(row)
             if out is not None:
-                write_text(Path(out) / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
                 with atomic_path(ckpt) as tmp:  # type: ignore[arg-type]
                     torch.save({"config_hash": key, "epoch": epoch + 1, "model": model.state_dict(),
                                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
@@ -191,8 +211,6 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        if handle is not None:
-            handle.remove()
     final = history[-1] if history else {}
     return {
         "epochs_done": len(history),

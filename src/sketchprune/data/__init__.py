@@ -189,6 +189,10 @@ _LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {
 }
 
 
+IMAGE_SETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet")
+"""Data sets whose batches take crop-and-flip augmentation (``Dataset.image``)."""
+
+
 def names() -> list[str]:
     """Names accepted by :func:`load`."""
     return sorted(_LOADERS)

@@ -59,29 +59,24 @@ def load_table(path: str | Path, target: str) -> tuple[Tensor, Tensor, list[str]
     problem and where it is.
     """
     path = Path(path)
-    check(path.exists(), f"data file {path} does not exist; pass --data FILE.csv or FILE.npz")
+    check(path.is_file(), f"data file {path} does not exist or is not a file; pass --data FILE.csv or FILE.npz")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            ykey = target or "y"
-            check("X" in z.files, f"{path}: no array 'X' (found {', '.join(z.files)}); save features as X")
-            check(ykey in z.files, f"{path}: no target array {ykey!r} (found {', '.join(z.files)}); pass --target NAME")
-            X, y = np.asarray(z["X"]), np.asarray(z[ykey])
-        check(X.ndim == 2, f"{path}: X must be 2-D (samples x features), got shape {X.shape}")
-        check(len(X) == len(y), f"{path}: X has {len(X)} rows but {ykey} has {len(y)}; they must match")
+        X, y, ykey = _read_npz_table(path, target or "y")
         names = [f"x{i}" for i in range(X.shape[1])]
-        for arr, what in ((X, "X"), (y, ykey)):
-            if not np.issubdtype(arr.dtype, np.number):
-                raise SketchpruneError(f"{path}: {what} is not numeric ({arr.dtype}); store numbers")
-        bad = np.argwhere(~np.isfinite(X))
-        check(bad.size == 0, f"{path}: X has NaN/inf at row {bad[0][0] if bad.size else 0}; clean or drop that row")
-        check(bool(np.isfinite(y).all()), f"{path}: {ykey} has NaN/inf; clean or drop those rows")
     else:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise SketchpruneError(f"{path} is not a text CSV file ({type(e).__name__}); pass a CSV with a header "
+                                   "row, or an .npz with arrays X and y") from None
         check(len(rows) >= 1, f"{path} is empty; it needs a header row and samples")
         header = [h.strip() for h in rows[0]]
         check(bool(target), f"{path}: pass --target COLUMN (columns: {', '.join(header)})")
         check(target in header, f"{path}: no target column {target!r}; columns are {', '.join(header)}")
+        repeated = [h for i, h in enumerate(header) if h in header[:i]]
+        check(not repeated, f"{path}: column {repeated[0] if repeated else ''!r} appears twice in the header; "
+                            "give every column its own name")
         t = header.index(target)
         values = []
         for i, row in enumerate(rows[1:], start=2):
@@ -102,6 +97,32 @@ def load_table(path: str | Path, target: str) -> tuple[Tensor, Tensor, list[str]
     check(len(X) >= 2, f"{path}: {len(X)} sample(s); at least 2 are needed")
     check(X.shape[1] >= 1, f"{path}: no feature columns besides the target")
     return torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.float64).reshape(-1), names
+
+
+def _read_npz_table(path: Path, ykey: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Arrays ``X`` (2-D, real, finite) and ``y`` (one value per row) of an ``.npz`` file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            check("X" in z.files, f"{path}: no array 'X' (found {', '.join(z.files)}); save features as X")
+            check(ykey in z.files, f"{path}: no target array {ykey!r} (found {', '.join(z.files)}); pass --target NAME")
+            X, y = np.asarray(z["X"]), np.asarray(z[ykey])
+    except SketchpruneError:
+        raise
+    except Exception as e:  # not a zip, truncated, pickled objects: numpy raises several types
+        raise SketchpruneError(f"{path} is not a readable .npz of numeric arrays ({type(e).__name__}); save it with "
+                               "numpy.savez(path, X=..., y=...)") from None
+    for arr, what in ((X, "X"), (y, ykey)):
+        check(np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating),
+              f"{path}: {what} is not real-valued ({arr.dtype}); store real numbers")
+    check(X.ndim == 2, f"{path}: X must be 2-D (samples x features), got shape {X.shape}")
+    check(y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1),
+          f"{path}: {ykey} must hold one value per sample, got shape {y.shape}")
+    y = y.reshape(-1)
+    check(len(X) == len(y), f"{path}: X has {len(X)} rows but {ykey} has {len(y)}; they must match")
+    bad = np.argwhere(~np.isfinite(X))
+    check(bad.size == 0, f"{path}: X has NaN/inf at row {bad[0][0] if bad.size else 0}; clean or drop that row")
+    check(bool(np.isfinite(y).all()), f"{path}: {ykey} has NaN/inf; clean or drop those rows")
+    return X.astype(np.float64), y.astype(np.float64), ykey
 
 
 def synthetic_regression(n: int, d: int, generator: torch.Generator, noise: float = 0.1) -> tuple[Tensor, Tensor]:

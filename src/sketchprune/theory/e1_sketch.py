@@ -8,13 +8,14 @@ reported with a 99% confidence interval, next to the exact expected error where 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sketchprune import sketch
+from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.theory.common import mc_summary
 PROBS = ("uniform", "optimal", "b-only")
@@ -23,19 +24,25 @@ CASES = ("gaussian", "heavy")
 
 
 @dataclass(frozen=True)
-class SketchConfig:
+class SketchConfig(Settings):
     """Settings of E1; every field is a CLI flag of ``sketchprune theory sketch``."""
 
-    m: int = 30
-    n: int = 200
-    p: int = 20
-    budgets: tuple[int, ...] = (10, 25, 50, 100)
-    trials: int = 300
-    seed: int = 0
-    dtype: str = "float64"
-    cases: tuple[str, ...] = CASES
-    schemes: tuple[str, ...] = SCHEMES
-    probs: tuple[str, ...] = field(default=PROBS)
+    m: int = setting(30, "Rows of A.")
+    n: int = setting(200, "Terms of the product (columns of A, rows of B).")
+    p: int = setting(20, "Columns of B.")
+    budgets: tuple[int, ...] = setting((10, 25, 50, 100), "Budgets: draws (iid) or expected kept terms.")
+    trials: int = setting(300, "Monte Carlo sketches per cell.")
+    seed: int = setting(0, "Seed of the matrices and the draws.")
+    dtype: str = setting("float64", "Precision.", choices=("float64", "float32"))
+    cases: tuple[str, ...] = setting(CASES, "Matrix cases.", choices=CASES)
+    schemes: tuple[str, ...] = setting(SCHEMES, "Sampling schemes.", choices=SCHEMES)
+    probs: tuple[str, ...] = setting(PROBS, "Probability choices.", choices=PROBS)
+
+    def validate(self) -> None:
+        check(min(self.m, self.n, self.p) >= 1, "m, n and p must be >= 1")
+        check(self.trials >= 2, "trials must be >= 2 to form a confidence interval")
+        check(bool(self.budgets) and all(1 <= b <= self.n for b in self.budgets), f"budgets must lie in [1, n={self.n}]")
+        check(bool(self.cases) and bool(self.schemes) and bool(self.probs), "give at least one case, scheme and probs")
 
 
 def make_case(case: str, m: int, n: int, p: int, generator: torch.Generator, dtype=torch.float64):
@@ -71,8 +78,6 @@ def monte_carlo(A, B, budget, probs, scheme, trials, generator) -> tuple[float, 
 
 def run(config: SketchConfig = SketchConfig()) -> dict[str, Any]:
     """Run E1; returns ``{"config", "rows", "ratios"}`` (rows: one per case x probs x scheme x budget)."""
-    check(config.trials >= 2, "trials must be >= 2 to form a confidence interval")
-    check(all(1 <= b <= config.n for b in config.budgets), f"budgets must lie in [1, n={config.n}]")
     dtype = getattr(torch, config.dtype)
     gen = torch.Generator().manual_seed(config.seed)
     rows: list[dict[str, Any]] = []

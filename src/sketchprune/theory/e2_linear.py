@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import sketch
+from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.theory.common import load_table, mc_summary, synthetic_regression
 
@@ -29,20 +30,28 @@ RULES = ("optimal", "magnitude", "random")
 
 
 @dataclass(frozen=True)
-class LinearConfig:
+class LinearConfig(Settings):
     """Settings of E2 (and of E3's data flags)."""
 
-    n: int = 200
-    d: int = 100
-    densities: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
-    init_scale: float = 1.0
-    steps: int = 300
-    draws: int = 100
-    seed: int = 0
-    data: str = ""
-    target: str = ""
-    ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    scales: tuple[float, ...] = (0.1, 1.0, 10.0)
+    n: int = setting(200, "Samples of the synthetic regression.")
+    d: int = setting(100, "Features of the synthetic regression.")
+    densities: tuple[float, ...] = setting((0.1, 0.2, 0.3, 0.5), "Densities of the masks.")
+    init_scale: float = setting(1.0, "Scale of the initial weights.")
+    steps: int = setting(300, "Gradient-descent steps of training.")
+    draws: int = setting(100, "Masks drawn per rule and density.")
+    seed: int = setting(0, "Seed of the data, the weights and the draws.")
+    data: str = setting("", "A CSV (with --target) or NPZ (arrays X, y) file instead of synthetic data.")
+    target: str = setting("", "The target column of --data.")
+    ratios: tuple[float, ...] = setting((0.5, 1.0, 2.0, 4.0), "Sweep over N/d (synthetic data).")
+    scales: tuple[float, ...] = setting((0.1, 1.0, 10.0), "Sweep over init scale (synthetic data).")
+
+    def validate(self) -> None:
+        check(self.n >= 2 and self.d >= 1, "n must be >= 2 and d >= 1")
+        check(self.steps >= 0 and self.draws >= 2, "steps must be >= 0 and draws >= 2")
+        check(bool(self.densities) and all(0 < x <= 1 for x in self.densities), "densities must lie in (0, 1]")
+        check(self.init_scale > 0 and all(r > 0 for r in self.ratios) and all(s > 0 for s in self.scales),
+              "init_scale, ratios and scales must be > 0")
+        check(not self.target or bool(self.data), "--target names a column of --data; pass --data too")
 
 
 def dataset(cfg: LinearConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -123,8 +132,6 @@ def evaluate(X: Tensor, y: Tensor, w0: Tensor, wT: Tensor, density: float, rule:
 
 def run(cfg: LinearConfig = LinearConfig()) -> dict[str, Any]:
     """Run E2: a main table on the given (or synthetic) data and a sweep over N/d and init scale."""
-    check(cfg.draws >= 2, "draws must be >= 2")
-    check(all(0 < x <= 1 for x in cfg.densities), "densities must lie in (0, 1]")
     gen = torch.Generator().manual_seed(cfg.seed)
     X, y = dataset(cfg, gen)
     w0 = cfg.init_scale * torch.randn(X.shape[1], generator=gen, dtype=torch.float64) / X.shape[1] ** 0.5

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import select
+from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.theory.common import spearman
 
@@ -25,16 +26,23 @@ SOURCES = ("optimal", "whitened", "synflow", "random")
 
 
 @dataclass(frozen=True)
-class DeepLinearConfig:
-    depth: int = 4
-    width: int = 32
-    d_in: int = 32
-    d_out: int = 10
-    n: int = 256
-    densities: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
-    whiten: bool = False
-    draws: int = 20
-    seed: int = 0
+class DeepLinearConfig(Settings):
+    depth: int = setting(4, "Layers of the deep linear network.")
+    width: int = setting(32, "Width of its hidden layers.")
+    d_in: int = setting(32, "Input features.")
+    d_out: int = setting(10, "Outputs.")
+    n: int = setting(256, "Samples.")
+    densities: tuple[float, ...] = setting((0.05, 0.1, 0.2, 0.5), "Densities of the masks.")
+    whiten: bool = setting(False, "Whiten the data (X^T X = N I): the optimal scores become data-free.")
+    draws: int = setting(20, "Sampled masks per rule and density.")
+    seed: int = setting(0, "Seed of the data, the weights and the draws.")
+
+    def validate(self) -> None:
+        check(self.depth >= 2, "depth must be >= 2")
+        check(min(self.width, self.d_in, self.d_out, self.n, self.draws) >= 1,
+              "width, d_in, d_out, n and draws must be >= 1")
+        check(not self.whiten or self.n >= self.d_in, "whitening needs n >= d_in")
+        check(bool(self.densities) and all(0 < x <= 1 for x in self.densities), "densities must lie in (0, 1]")
 
 
 def chain(Ws: list[Tensor], lo: int, hi: int, size: int) -> Tensor:
@@ -80,8 +88,6 @@ def output_error(Ws: list[Tensor], masks: list[Tensor], X: Tensor) -> float:
 
 
 def run(cfg: DeepLinearConfig = DeepLinearConfig()) -> dict[str, Any]:
-    check(cfg.depth >= 2, "depth must be >= 2")
-    check(not cfg.whiten or cfg.n >= cfg.d_in, "whitening needs n >= d_in")
     gen = torch.Generator().manual_seed(cfg.seed)
     dims = [cfg.d_in] + [cfg.width] * (cfg.depth - 1) + [cfg.d_out]
     Ws = [torch.randn(b, a, generator=gen, dtype=torch.float64) / a**0.5 for a, b in zip(dims[:-1], dims[1:])]

@@ -18,21 +18,28 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
 from sketchprune import select, sketch
+from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.theory.common import load_table, mc_summary
 
 
 @dataclass(frozen=True)
-class NTKConfig:
-    n: int = 16
-    d: int = 10
-    width: int = 64
-    outputs: int = 3
-    densities: tuple[float, ...] = (0.01, 0.05, 0.1, 0.3)
-    trials: int = 100
-    seed: int = 0
-    data: str = ""
-    target: str = ""
+class NTKConfig(Settings):
+    n: int = setting(16, "Inputs of the kernel (synthetic).")
+    d: int = setting(10, "Input features (synthetic).")
+    width: int = setting(64, "Hidden width of the ReLU network.")
+    outputs: int = setting(3, "Outputs of the network.")
+    densities: tuple[float, ...] = setting((0.01, 0.05, 0.1, 0.3), "Fractions of Jacobian columns kept.")
+    trials: int = setting(100, "Sampled masks per density.")
+    seed: int = setting(0, "Seed of the data, the weights and the draws.")
+    data: str = setting("", "A CSV (with --target) or NPZ file of inputs instead of synthetic ones.")
+    target: str = setting("", "The target column of --data (left out of the inputs).")
+
+    def validate(self) -> None:
+        check(min(self.n, self.d, self.width, self.outputs) >= 1, "n, d, width and outputs must be >= 1")
+        check(self.trials >= 2, "trials must be >= 2")
+        check(bool(self.densities) and all(0 < x <= 1 for x in self.densities), "densities must lie in (0, 1]")
+        check(not self.target or bool(self.data), "--target names a column of --data; pass --data too")
 
 
 def jacobian(model: nn.Module, x: Tensor) -> Tensor:
@@ -43,7 +50,6 @@ def jacobian(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def run(cfg: NTKConfig = NTKConfig()) -> dict[str, Any]:
-    check(cfg.trials >= 2, "trials must be >= 2")
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.data:
         X, _, _ = load_table(cfg.data, cfg.target)
