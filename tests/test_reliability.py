@@ -469,3 +469,12 @@ def test_iid_masks_cost_what_exact_masks_cost():
     a = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="iid")
     b = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="exact")
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_missing_data_files_name_flags_that_prune_has(tmp_path, capsys):
+    assert main(["prune", "--dataset", "cifar10", "--model", "resnet20", "--out", str(tmp_path)]) == 2
+    err = one_line_error(capsys)
+    assert "--data-root" in err and "--download" in err
+    main(["prune", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--data-root" in helptext and "--download" in helptext
