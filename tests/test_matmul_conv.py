@@ -67,3 +67,21 @@ def test_a_weight_used_outside_its_layer_keeps_its_whole_gradient():
     with convs_as_matmuls(conv):
         got = torch.autograd.grad(loss(), conv.weight)[0]
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_batch_norm_after_the_matrix_path_gets_the_right_gradients():
+    # a transposed (channels-last) output made torch's eval batch-norm backward wrong on the CPU
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False)).double().eval()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 2)
+        model[1].running_var.uniform_(0.5, 2)
+    x = torch.ones(1, 8, 4, 4, dtype=torch.float64)
+    r = torch.rand(1, 8, 4, 4, dtype=torch.float64)
+    params = [model[0].weight, model[1].weight, model[2].weight]
+    want = torch.autograd.grad((model(x) * r).sum(), params)
+    with convs_as_matmuls(model):
+        got = torch.autograd.grad((model(x) * r).sum(), params)
+    for a, b in zip(want, got):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)

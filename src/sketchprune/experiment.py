@@ -139,9 +139,31 @@ def build_model(cfg: RunConfig, data: datasets.Dataset) -> nn.Module:
     return models.create(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape, **cfg.model_options)
 
 
-def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> Masks:
-    """The run's masks for ``model`` (warnings such as layer collapse are the caller's to show)."""
-    return prune(model, cfg.method, cfg.density, data=prune_batches(data, cfg), seed=cfg.seed,
+@dataclass
+class Trainer:
+    """Our training loop for methods that train while they prune (``imp``): each call trains ``model``
+    with ``masks`` from its current weights, checkpointed in ``folder / tag``, so a killed run
+    resumes where it stopped (a finished call is replayed from its checkpoint)."""
+
+    data: datasets.Dataset
+    config: TrainConfig = TrainConfig()
+    folder: Path | None = None
+    seed: int = 0
+    device: str | None = None
+
+    def __call__(self, model: nn.Module, masks: Masks, tag: str, *, epochs: int | None = None,
+                 snapshot_step: int | None = None) -> dict[str, Any]:
+        cfg = dataclasses.replace(self.config, epochs=epochs) if epochs else self.config
+        return train(model, self.data, cfg, masks=masks, out=self.folder / tag if self.folder else None,
+                     device=self.device, seed=self.seed, snapshot_step=snapshot_step)
+
+
+def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
+                device: str | None = None) -> Masks:
+    """The run's masks for ``model`` (warnings such as layer collapse are the caller's to show); a
+    method that trains while it prunes keeps its checkpoints under ``folder``."""
+    trainer = Trainer(data, cfg.train, folder, cfg.seed, device) if methods.get(cfg.method).kind == "train" else None
+    return prune(model, cfg.method, cfg.density, data=prune_batches(data, cfg), seed=cfg.seed, trainer=trainer,
                  input_shape=data.input_shape, **{**cfg.prune_options(), "iterations": cfg.iterations or None},
                  **cfg.method_options)
 
@@ -165,6 +187,24 @@ def _claim(out: Path, cfg: RunConfig) -> None:
     write_json(record, {"hash": config_hash(cfg), **to_dict(cfg)})
 
 
+def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from sketchprune.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors' own error types
+        raise SketchpruneError(f"{path} is damaged ({type(e).__name__}); delete the run folder to start over") from None
+
+
 def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
         download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
     """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result."""
@@ -176,12 +216,16 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
     t0 = time.perf_counter()
     data = dataset if dataset is not None else load_data(cfg, data_root, download)
     model = build_model(cfg, data)
-    masks_path = out / "masks.safetensors"
+    masks_path, start_path = out / "masks.safetensors", out / "start.safetensors"
     if masks_path.exists():
         masks = Masks.load(masks_path)
     else:
-        masks = prune_model(cfg, model, data)  # layer collapse warns, as prune does
+        masks = prune_model(cfg, model, data, out, device)  # layer collapse warns, as prune does
+        if masks.start_state is not None:  # the method rewound the weights (imp): train from those
+            _save_state(masks.start_state, start_path)
         masks.save(masks_path)
+    if start_path.exists():
+        model.load_state_dict(_load_state(start_path))
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0

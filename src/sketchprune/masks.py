@@ -38,6 +38,7 @@ class Masks(Mapping[str, Tensor]):
 
     def __init__(self, mapping: Mapping[str, Tensor], meta: Mapping[str, Any] | None = None) -> None:
         self.meta: dict[str, Any] = dict(meta or {})  # how the masks were made (prune fills it)
+        self.start_state: dict[str, Tensor] | None = None  # weights to train from, when a method rewinds (imp)
         self._token = next(_tokens)  # identifies this object's masks on the parameters it is applied to
         self._masks: dict[str, Tensor] = {}
         for name, m in mapping.items():

@@ -61,7 +61,9 @@ def _forward(m: nn.Conv2d, inp: Tensor) -> Tensor:
         return nn.Conv2d.forward(m, inp)
     cols = F.unfold(inp, m.kernel_size, m.dilation, m.padding, m.stride)[0]  # (in * kh * kw, positions)
     out = _RowsTimesWeightT.apply(cols.t(), m.weight.reshape(m.out_channels, -1))  # (positions, out)
-    out = out.t().reshape(1, m.out_channels, oh, ow)
+    # contiguous: a transposed (channels-last) view breaks batch norm's eval backward on the CPU
+    # (torch 2.13: wrong weight and input gradients), and later layers expect the usual layout
+    out = out.t().contiguous().reshape(1, m.out_channels, oh, ow)
     return out if m.bias is None else out + m.bias.view(1, -1, 1, 1)
 
 

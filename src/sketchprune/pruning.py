@@ -253,6 +253,7 @@ def prune(
     schedule: str = "exponential",
     data: Iterable | None = None,
     seed: int = 0,
+    trainer: Any = None,
     **options: Any,
 ) -> Masks:
     """Masks keeping a ``density`` fraction of ``model``'s prunable weights, chosen by ``method``.
@@ -262,7 +263,9 @@ def prune(
     ``shuffle``, ``invert``, ``on_collapse``, ``train_mode``), ``input_shape`` (data-free
     methods; known for registry models and models that start with a Linear layer) and the
     method's own options (``sketchprune.methods.get(method).options``). The model's weights,
-    ``requires_grad`` flags, buffers and train/eval mode are left unchanged.
+    ``requires_grad`` flags, buffers and train/eval mode are left unchanged. Methods that train in
+    the loop (``imp``) need ``trainer`` (a :class:`sketchprune.experiment.Trainer`); when they
+    rewind, the result's ``start_state`` holds the weights to train the pruned network from.
     """
     check(iterations is None or (isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 1),
           f"iterations must be an integer >= 1, got {iterations!r}")
@@ -274,6 +277,9 @@ def prune(
     total = sum(p.numel() for p in params.values())
     check(budget(density, total) >= 1,
           f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / total:.3g}")
+    check(spec.kind != "train" or trainer is not None,
+          f"method {method!r} trains while it prunes: run it through sketchprune train / run / sweep, or pass "
+          "trainer=sketchprune.experiment.Trainer(data, train_config)")
     generator = seeding.generator(seed, "prune-invert" if opts.invert else "prune")  # never the init stream
     rounds = opts.iterations or spec.rounds
     dens_schedule = round_densities(density, rounds, opts.schedule) if spec.kind == "score" else [density]
@@ -283,7 +289,7 @@ def prune(
     work_params = _same_names(work, params) if copied else params
     with scoring_state(work, train=opts.train_mode, restore=not copied):
         ctx = methods.Context(spec, work, work_params, method_options, generator, batches, input_shape,
-                              budget=budget(density, total))
+                              budget=budget(density, total), density=density, trainer=trainer)
         if spec.kind == "score":
             masks = _score_rounds(ctx, dens_schedule, opts)
         else:
@@ -291,6 +297,7 @@ def prune(
     if opts.shuffle:
         masks = shuffle_within_layers(masks, generator)
     result = Masks({n: m.cpu() for n, m in masks.items()})
+    result.start_state = ctx.state.get("start_state")
     collapsed = result.collapsed()
     result.meta = PruneInfo(method, density, opts.mode, opts.scope, rounds, opts.schedule, dens_schedule,
                             collapsed).__dict__
@@ -345,14 +352,15 @@ def _same_names(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.
 
 
 def call(ctx: methods.Context) -> dict[str, Tensor]:
-    """Run the method; the model failing on its inputs (shapes, labels) is a one-line error."""
+    """Run the method; the model failing on its inputs (shapes, labels) is a one-line error (the
+    original exception stays chained to it)."""
     try:
         return ctx.method.fn(ctx)
     except (RuntimeError, IndexError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        shape = f" (input shape {ctx.input_shape})" if ctx.input_shape else ""
-        raise SketchpruneError(f"method {ctx.method.name!r} could not run the model{shape}: {type(e).__name__}: "
-                               f"{first}; check that the data or input_shape fit the model") from e
+        shape = f" with input shape {ctx.input_shape}" if ctx.input_shape else ""
+        raise SketchpruneError(f"method {ctx.method.name!r} failed{shape}: {type(e).__name__}: {first}; check that "
+                               "the data or input_shape fit the model") from e
 
 
 class Survivors:
@@ -381,23 +389,28 @@ class Survivors:
                 _zero_flat(p, idx.index_select(0, drop))
                 self.alive[n] = idx.masked_select(k)
 
-    def masks(self, keep: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Full-shape bool masks of the survivors where ``keep`` is True."""
+    def masks(self, keep: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Full-shape bool masks of the survivors (where ``keep``, aligned with them, is True)."""
         out = {}
         for n, p in self.params.items():
-            if self.alive[n] is None:
-                out[n] = keep[n].view(p.shape)
+            alive = self.alive[n]
+            if alive is None:
+                out[n] = keep[n].view(p.shape) if keep is not None else torch.ones(p.shape, dtype=torch.bool,
+                                                                                  device=p.device)
                 continue
             m = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-            m[self.alive[n].masked_select(keep[n])] = True
+            m[alive.masked_select(keep[n]) if keep is not None else alive] = True
             out[n] = m.view(p.shape)
         return out
 
 
 def _score_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneOptions) -> dict[str, Tensor]:
     """The rounds of a score method: score, select among the survivors, drop the rest."""
+    if ctx.method.regrow:
+        return _regrowing_rounds(ctx, dens_schedule, opts)
     round_budgets = [budgets(ctx.params, d, opts.scope) for d in dens_schedule]
     survivors = Survivors(ctx.params)
+    ctx.current = survivors.masks
     for r, kept in enumerate(round_budgets):
         last = r == len(round_budgets) - 1
         sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
@@ -406,6 +419,25 @@ def _score_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneO
             return survivors.masks(keep)
         survivors.drop(keep)
     raise AssertionError("unreachable: a schedule has at least one round")
+
+
+def _regrowing_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneOptions) -> dict[str, Tensor]:
+    """Rounds in which every weight is scored again, pruned ones included (FORCE): the model holds
+    the original weights times the current mask, and each round selects among all weights."""
+    ctx.originals = {n: p.detach().clone() for n, p in ctx.params.items()}
+    mask = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in ctx.params.items()}
+    ctx.current = lambda: mask
+    for r, d in enumerate(dens_schedule):
+        last = r == len(dens_schedule) - 1
+        sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
+        scores = {n: s.reshape(-1) for n, s in call(ctx).items()}
+        keep = _select_round(scores, budgets(ctx.params, d, opts.scope), sample, opts, ctx)
+        mask = {n: keep[n].view(p.shape) for n, p in ctx.params.items()}
+        if not last:
+            with torch.no_grad():
+                for n, p in ctx.params.items():
+                    p.copy_(ctx.originals[n] * mask[n])
+    return mask
 
 
 def _built_masks(ctx: methods.Context, masks: Mapping[str, Tensor], mode: str) -> dict[str, Tensor]:

@@ -122,13 +122,16 @@ def train(
     progress: bool = False,
     stop_after: int | None = None,
     seed: int = 0,
+    snapshot_step: int | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
 
     Returns final and best test accuracy, losses and wall time. ``stop_after`` ends after that
     many epochs in this call (the checkpoint lets a later call resume). ``seed`` fixes the batch
     order and augmentation (a stream apart from the one that initialized the model). Masks
-    applied by the caller stay applied; ``masks`` is applied for the training only.
+    applied by the caller stay applied; ``masks`` is applied for the training only. With
+    ``snapshot_step`` k, the result's ``snapshot`` holds the model's state after k optimizer steps
+    (kept in ``out`` too, so a resumed run still has it): the weights rewinding returns to.
     """
     cfg.validate()
     check(not cfg.augment or data.image, f"augment (crop and flip) applies to image data; {data.name} has none")
@@ -137,14 +140,14 @@ def train(
     handle = masks.apply(model) if masks is not None else None
     try:
         return _loop(model, data.to(dev), cfg, dev, Path(out) if out is not None else None, progress, stop_after,
-                     seed)
+                     seed, snapshot_step)
     finally:
         if handle is not None:
             handle.remove()
 
 
 def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, out: Path | None, progress: bool,
-          stop_after: int | None, seed: int) -> dict[str, Any]:
+          stop_after: int | None, seed: int, snapshot_step: int | None) -> dict[str, Any]:
     """The epochs: resume from ``out``'s checkpoint, train, evaluate, checkpoint after each epoch.
 
     The loss is summed on the device and read once per epoch, so a GPU is not synchronized every
@@ -169,6 +172,23 @@ def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, 
         start, history = state["epoch"], json.loads(state["history"])
     t0 = time.perf_counter()
     n = len(data.train_y)
+    steps_per_epoch = -(-n // cfg.batch_size)
+    snapshot_file = out / f"snapshot-{snapshot_step}.pt" if out is not None and snapshot_step is not None else None
+    snapshot = None
+    if snapshot_step is not None and start > 0 and snapshot_step <= start * steps_per_epoch:  # taken before
+        check(snapshot_file is not None and snapshot_file.exists(),
+              f"the step-{snapshot_step} snapshot of {out} is missing; delete the folder to start over")
+        snapshot = torch.load(snapshot_file, map_location=dev, weights_only=True)
+
+    def take_snapshot() -> dict[str, Tensor]:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if snapshot_file is not None:
+            with atomic_path(snapshot_file) as tmp:
+                torch.save(state, tmp)
+        return state
+
+    if snapshot_step == 0 and start == 0:
+        snapshot = take_snapshot()
     epochs = range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after))
     bar = None
     if progress:
@@ -192,6 +212,8 @@ def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, 
                 loss.backward()
                 opt.step()
                 total += loss.detach().double() * len(y)
+                if snapshot_step is not None and epoch * steps_per_epoch + i // cfg.batch_size + 1 == snapshot_step:
+                    snapshot = take_snapshot()
             train_loss = float(total) / n
             if not math.isfinite(train_loss):
                 raise SketchpruneError(f"training loss became {train_loss} in epoch {epoch + 1}; lower --lr")
@@ -219,4 +241,5 @@ def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, 
         "final_train_loss": final.get("train_loss"),
         "wall_seconds": time.perf_counter() - t0,
         "history": history,
+        "snapshot": snapshot,
     }

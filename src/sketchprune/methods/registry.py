@@ -33,7 +33,7 @@ from sketchprune.errors import SketchpruneError, check
 
 Scores = dict[str, Tensor]
 KINDS = ("score", "mask", "train")
-DATA = ("none", "optional", "required")
+DATA = ("none", "optional", "required", "trains")
 ENTRY_POINT_GROUP = "sketchprune.methods"
 
 
@@ -54,7 +54,8 @@ class Method:
     """A frozen dataclass; each field is one option with its default and help (``config.setting``)."""
     kind: str = "score"
     data: str = "none"
-    """``none`` (data-free), ``optional`` (uses data when given) or ``required``."""
+    """``none`` (data-free), ``optional`` (uses data when given), ``required`` or ``trains`` (a train
+    method: it needs a trainer, not scoring batches)."""
     signed: bool = False
     """Scores may be negative (higher = keep); sampling maps them with ``signed_map``."""
     rounds: int = 1
@@ -116,12 +117,22 @@ class Context:
     input_shape: tuple[int, ...] | None = None
     budget: int = 0
     """Weights to keep in all (mask and train methods; score methods' rounds are prune's job)."""
+    density: float = 1.0
+    """The density ``prune`` is heading for."""
     originals: dict[str, Tensor] | None = None
     """Regrowing methods: the original values of ``params`` (the model holds them masked)."""
-    train: Callable[..., Any] | None = None
-    """Train methods: ``train(model, masks, steps)`` trains ``model`` in place with our loop."""
+    trainer: Any = None
+    """Train methods: a :class:`sketchprune.experiment.Trainer` (our training loop, with checkpoints)."""
+    current: Callable[[], dict[str, Tensor]] | None = None
+    """The current masks (set by ``prune`` between rounds); see :meth:`masks`."""
     state: dict[str, Any] = field(default_factory=dict)
     """Kept across the rounds of one ``prune`` call (e.g. SynFlow's prepared model)."""
+
+    def masks(self) -> dict[str, Tensor]:
+        """The current bool mask of each prunable tensor (all True before a round has dropped anything)."""
+        if self.current is not None:
+            return self.current()
+        return {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in self.params.items()}
 
     @property
     def device(self) -> torch.device:
@@ -145,13 +156,14 @@ class Context:
             return torch.cat([x for x, _ in self.batches()])
         return torch.randn((samples, *self.shape()), generator=self.generator).to(self.device)
 
-    def loss_grads(self, loss: Callable[[Tensor, Tensor], Tensor] | None = None) -> Scores:
-        """Gradient of the loss summed over all batches w.r.t. the prunable parameters (fresh
-        tensors; ``.grad`` is left cleared). The loss defaults to summed cross-entropy."""
+    def loss_grads(self, loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+                   batches: list[tuple[Tensor, Tensor]] | None = None) -> Scores:
+        """Gradient of the loss summed over ``batches`` (default: all) w.r.t. the prunable parameters
+        (fresh tensors; ``.grad`` is left cleared). The loss defaults to summed cross-entropy."""
         loss = loss or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
         params = list(self.params.values())
         clear_grads(params)
-        for x, y in self.batches():
+        for x, y in batches if batches is not None else self.batches():
             loss(self.model(x), y).backward(inputs=params)
         grads = {n: grad_or_zeros(p) for n, p in self.params.items()}
         clear_grads(params)

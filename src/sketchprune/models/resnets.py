@@ -48,6 +48,10 @@ class ResNet(nn.Module):
     def forward(self, x):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
+    def _initialize_weights(self) -> None:
+        """Kaiming-normal convolutions, unit/zero batch norm (the SynFlow / NTK-SAP code bases' name)."""
+        kaiming_init(self)
+
 
 def cifar_factory(depth: int):
     assert (depth - 2) % 6 == 0

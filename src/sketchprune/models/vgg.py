@@ -37,6 +37,10 @@ class VGG(nn.Module):
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
+    def _initialize_weights(self) -> None:
+        """Kaiming-normal convolutions, unit/zero batch norm (the SynFlow / NTK-SAP code bases' name)."""
+        kaiming_init(self)
+
 
 def factory(depth: int, batch_norm: bool):
     def make(*, num_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32), width: float = 1.0) -> nn.Module:
