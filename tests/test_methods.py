@@ -20,7 +20,8 @@ from sketchprune.methods.smart_ratio import layer_counts
 from sketchprune.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILTIN = ["random", "magnitude", "grasp", "sketch", "ntk", "smart_ratio", "snip", "iterative_snip", "synflow"]
+BUILTIN = ["random", "magnitude", "force", "grasp", "imp", "sketch", "ntk", "ntk_sap", "phew", "prospr", "px",
+           "smart_ratio", "snip", "iterative_snip", "synflow"]
 
 
 @pytest.fixture
@@ -107,7 +108,11 @@ def test_readme_methods_table_is_the_generated_one():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- methods:start -->\n(.*?)<!-- methods:end -->", readme, re.S)
     assert block, "README.md lacks the generated methods table (sketchprune methods --markdown)"
-    assert block.group(1) == methods.markdown_table(lambda m: m.source == "sketchprune")
+    from sketchprune.cli import vgg16_costs
+
+    costs = vgg16_costs(ROOT / "benchmarks" / "results" / "prune.json")  # the committed measurement
+    assert block.group(1) == methods.markdown_table(lambda m: m.source == "sketchprune", costs=costs)
+    assert set(costs) >= set(BUILTIN) - {"imp"}  # every method but the one that trains is measured
 
 
 def test_every_setting_and_option_is_a_train_flag_and_a_sweep_key():

@@ -233,13 +233,15 @@ _register_settings_command("train", train_cmd, [
 @app.command("methods")
 def methods_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's Markdown table."),
+    costs: Optional[Path] = typer.Option(None, "--costs", help="With --markdown: a bench_prune.py --json file "
+                                                               "whose VGG-16-BN times fill a cost column."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """List every registered pruning method (built-in and plugins) with its kind, data, rounds and options."""
     from sketchprune import methods
 
     if markdown:
-        typer.echo(methods.markdown_table(), nl=False)
+        typer.echo(methods.markdown_table(costs=vgg16_costs(costs) if costs else None), nl=False)
         return
     rows = []
     for name in methods.names():
@@ -248,6 +250,18 @@ def methods_cmd(
                      "options": ", ".join(f"{k}={v}" for k, v in m.defaults().items()) or "-",
                      "source": m.source, "description": m.description})
     emit({"methods": rows}, as_json, [("", [{k: r[k] for k in r if k != "description"} for r in rows], None)], {})
+
+
+def vgg16_costs(path: Path) -> dict[str, float | None]:
+    """Method -> our seconds on VGG-16-BN, from a ``benchmarks/bench_prune.py --json`` file."""
+    import json
+
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+        return {r["method"]: r["ours_seconds"] for r in rows if r["model"] == "vgg16_bn"}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SketchpruneError(f"{path} is not a bench_prune.py --json file; write one with "
+                               "python benchmarks/bench_prune.py --json FILE") from None
 
 
 @app.command("run")

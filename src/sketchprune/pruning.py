@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune import config as cfgmod
-from sketchprune import methods, seeding
+from sketchprune import auto, methods, seeding
 from sketchprune.config import setting
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
@@ -52,7 +52,9 @@ class PruneOptions(cfgmod.Settings):
     """How ``prune`` turns a method's scores into masks: the options every method shares."""
 
     mode: str = setting("topk", "topk keeps the highest scores; sample draws the mask with probabilities from "
-                                "the scores, as sketching does (SPEC 3.6).", choices=MODES)
+                                "the scores, as sketching does (SPEC 3.6); auto samples only where top-k would "
+                                "starve a layer, with the largest power that does not (sketchprune.auto).",
+                        choices=(*MODES, "auto"))
     scheme: str = setting("exact", "How mode=sample draws: exact keeps exactly k (successive sampling), poisson "
                                    "keeps each weight independently (k on average), iid draws with replacement.",
                           choices=SCHEMES)
@@ -78,12 +80,13 @@ class PruneOptions(cfgmod.Settings):
     train_mode: bool = setting(False, "Score with the model in train mode (batch statistics); default eval mode.")
 
     def validate(self) -> None:
-        check(self.mode == "sample" or (self.scheme == "exact" and self.power == 1.0),
+        check(self.mode in ("sample", "auto") or (self.scheme == "exact" and self.power == 1.0),
               "scheme and power only apply to mode='sample'; drop them or set mode='sample'")
+        check(self.mode != "auto" or self.power == 1.0, "mode='auto' chooses the power itself; drop power")
         check(not math.isnan(self.power) and self.power >= 0,
               f"power must be >= 0 (0 = random, inf = top-k), got {self.power}")
-        check(self.mode == "sample" or self.sample_rounds == "all",
-              "sample_rounds only applies to mode='sample'; drop it or set mode='sample'")
+        check(self.mode in ("sample", "auto") or self.sample_rounds == "all",
+              "sample_rounds only applies to mode='sample' or 'auto'; drop it or set the mode")
         check(isinstance(self.iterations, int) and self.iterations >= 0,
               f"iterations must be an integer >= 1 (0 = the method's default), got {self.iterations!r}")
 
@@ -105,11 +108,11 @@ def prune_settings(method: methods.Method, values: Mapping[str, Any]) -> tuple[P
     opts = cfgmod.build(PruneOptions, common)
     method_options = method.make_options(own)
     name = method.name
-    check(opts.signed_map == "positive" or (method.signed and opts.mode == "sample"),
+    check(opts.signed_map == "positive" or (method.signed and opts.mode in ("sample", "auto")),
           f"signed_map applies to signed methods with mode='sample'; {name} "
           f"{'is not signed' if not method.signed else 'is not sampled here'}: drop signed_map")
     if method.kind != "score":
-        check(opts.mode == "topk" or method.sampling,
+        check(opts.mode == "topk" or bool(method.sampling),
               f"method {name!r} builds its mask itself and has no sampled form; use mode='topk'")
         check(opts.scope == "global", f"method {name!r} sets its own per-layer budgets; use scope='global'")
         check(opts.iterations in (0, 1) and opts.schedule == "exponential",
@@ -301,6 +304,9 @@ def prune(
     collapsed = result.collapsed()
     result.meta = PruneInfo(method, density, opts.mode, opts.scope, rounds, opts.schedule, dens_schedule,
                             collapsed).__dict__
+    if "auto" in ctx.state:  # what auto chose in the last round (and how often it sampled)
+        decisions = ctx.state["auto"]
+        result.meta["auto"] = {**decisions[-1], "sampled_rounds": sum(d["mode"] == "sample" for d in decisions)}
     if collapsed:
         msg = f"layer collapse: {len(collapsed)} layer(s) pruned to nothing ({', '.join(collapsed[:3])})"
         if opts.on_collapse == "error":
@@ -413,8 +419,7 @@ def _score_rounds(ctx: methods.Context, dens_schedule: list[float], opts: PruneO
     ctx.current = survivors.masks
     for r, kept in enumerate(round_budgets):
         last = r == len(round_budgets) - 1
-        sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
-        keep = _select_round(survivors.gather(call(ctx)), kept, sample, opts, ctx)
+        keep = _select_round(survivors.gather(call(ctx)), kept, _round_mode(opts, last), opts, ctx)
         if last:
             return survivors.masks(keep)
         survivors.drop(keep)
@@ -429,9 +434,8 @@ def _regrowing_rounds(ctx: methods.Context, dens_schedule: list[float], opts: Pr
     ctx.current = lambda: mask
     for r, d in enumerate(dens_schedule):
         last = r == len(dens_schedule) - 1
-        sample = opts.mode == "sample" and (last or opts.sample_rounds == "all")
         scores = {n: s.reshape(-1) for n, s in call(ctx).items()}
-        keep = _select_round(scores, budgets(ctx.params, d, opts.scope), sample, opts, ctx)
+        keep = _select_round(scores, budgets(ctx.params, d, opts.scope), _round_mode(opts, last), opts, ctx)
         mask = {n: keep[n].view(p.shape) for n, p in ctx.params.items()}
         if not last:
             with torch.no_grad():
@@ -487,17 +491,30 @@ def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None
                 p.grad = grad
 
 
-def _select_round(scores: dict[str, Tensor], kept: Budget, sample: bool, opts: PruneOptions,
+def _round_mode(opts: PruneOptions, last: bool) -> str:
+    """The mode of one round: the asked one, or top-k before the last round with ``sample_rounds="last"``."""
+    return opts.mode if (last or opts.sample_rounds == "all") else "topk"
+
+
+def _select_round(scores: dict[str, Tensor], kept: Budget, mode: str, opts: PruneOptions,
                   ctx: methods.Context) -> dict[str, Tensor]:
     """Select among the surviving weights (flat scores) so that ``kept`` of *all* weights stay.
 
-    Returns one flat boolean per tensor, aligned with its survivors.
+    Returns one flat boolean per tensor, aligned with its survivors. ``mode="auto"`` first asks
+    :func:`sketchprune.auto.choose` for top-k or a sampling power (recorded in ``ctx.state``).
     """
     log_scores = False
     power = opts.power
+    weights = nonnegative(scores, opts.signed_map) if ctx.method.signed and mode != "topk" else (scores, False)
+    if mode == "auto":
+        mode, power = "topk", math.inf
+        if isinstance(kept, int):  # per-layer budgets cannot starve a layer: top-k
+            sizes = {n: ctx.params[n].numel() for n in scores}
+            mode, power = auto.choose(scores, kept, sizes, weights[0], weights[1])
+        ctx.state.setdefault("auto", []).append({"mode": mode, "power": power})
+    sample = mode == "sample"
     if sample:
-        if ctx.method.signed:
-            scores, log_scores = nonnegative(scores, opts.signed_map)
+        scores, log_scores = weights
         if opts.invert and not math.isinf(power):  # favour low scores as strongly as the draw favours high ones
             scores, log_scores, power = _inverted_log_weights(scores, log_scores, power), True, 1.0
     elif opts.invert:

@@ -58,32 +58,41 @@ class Sweep:
 def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
     """A sweep from ``{"fixed": {...}, "grid": {axis: [values]}, "device": ..., "data_root": ...}``.
 
-    Any run setting can be fixed or an axis (see ``experiment.make_config``). A method's option
-    applies to the runs of that method (and is left out of the others' settings and hashes).
+    Any run setting can be fixed or an axis (see ``experiment.make_config``). ``grids: [{...}, ...]``
+    instead of ``grid`` runs the union of several grids (e.g. sampled masks only for the methods
+    that have them). A method's option applies to the runs of that method (and is left out of the
+    others' settings and hashes).
     """
     check(isinstance(spec, Mapping), f"{where}: the top level must be a mapping with 'fixed' and 'grid'")
-    unknown = sorted(set(spec) - {"fixed", "grid", "device", "data_root"})
+    unknown = sorted(set(spec) - {"fixed", "grid", "grids", "device", "data_root"})
     if unknown:
-        raise SketchpruneError(f"{where}: unknown key {unknown[0]!r}; use fixed, grid, device, data_root")
+        raise SketchpruneError(f"{where}: unknown key {unknown[0]!r}; use fixed, grid (or grids), device, data_root")
+    check(not ("grid" in spec and "grids" in spec), f"{where}: give grid or grids, not both")
+    for key in ("device", "data_root"):
+        check(spec.get(key) is None or isinstance(spec[key], str), f"{where}: {key} must be a string")
     fixed = spec.get("fixed") or {}
-    grid = spec.get("grid") or {}
-    check(isinstance(fixed, dict) and isinstance(grid, dict), f"{where}: 'fixed' and 'grid' must be mappings")
-    check(bool(fixed) or bool(grid), f"{where} is empty; give settings under fixed: and axes under grid:")
-    for k, v in grid.items():
-        check(isinstance(v, list) and v, f"{where}: grid axis {k!r} must be a non-empty list")
-        repeated = [x for i, x in enumerate(v) if x in v[:i]]
-        if repeated:
-            raise SketchpruneError(f"{where}: grid axis {k!r} lists {repeated[0]!r} twice; give each value once")
-    axes = list(grid)
-    runs = []
-    for combo in itertools.product(*(grid[a] for a in axes)):
-        values = {**fixed, **dict(zip(axes, combo))}
-        for group in ("train", "model_options", "data_options"):  # an axis inside a fixed mapping
-            if isinstance(fixed.get(group), dict) and any(a.startswith(group + ".") for a in axes):
-                values[group] = dict(fixed[group])
-        runs.append(make_config(_own_options(values)))
+    grids = spec.get("grids") if "grids" in spec else [spec.get("grid") or {}]
+    check(isinstance(fixed, dict), f"{where}: 'fixed' must be a mapping")
+    check(isinstance(grids, list) and all(isinstance(g, dict) for g in grids),
+          f"{where}: 'grid' must be a mapping and 'grids' a list of mappings")
+    check(bool(fixed) or any(grids), f"{where} is empty; give settings under fixed: and axes under grid:")
+    runs: list[RunConfig] = []
+    axes_used: list[str] = []
+    for grid in grids:
+        for k, v in grid.items():
+            check(isinstance(v, list) and v, f"{where}: grid axis {k!r} must be a non-empty list")
+            repeated = [x for i, x in enumerate(v) if x in v[:i]]
+            if repeated:
+                raise SketchpruneError(f"{where}: grid axis {k!r} lists {repeated[0]!r} twice; give each value once")
+        axes = list(grid)
+        axes_used += axes
+        for combo in itertools.product(*(grid[a] for a in axes)):
+            values = {**fixed, **dict(zip(axes, combo))}
+            cfg = make_config(_own_options(values))
+            if cfg not in runs:
+                runs.append(cfg)
     methods_used = {c.method for c in runs}
-    for key in list(fixed) + axes:
+    for key in list(fixed) + axes_used:
         owner = registry.option_owner(key)
         check(owner is None or owner in methods_used,
               f"{where}: {key!r} is an option of method {owner!r}, which no run of this sweep uses")

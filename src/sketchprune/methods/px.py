@@ -23,15 +23,15 @@ Checked against iurada/px-ntk-pruning (``lib/pruners.py``, class ``PX``, commit 
   the last layers; on an MLP with biases (digits) the first four layers collapse by density 0.1
   when they are kept, and none does when they are left out;
 * ``examples_per_class`` is required there but set by no script; ours defaults to 10;
-* the auxiliary networks run in eval mode (the reference: train mode), so batch norm is the fixed
-  affine map of initialization: in train mode the all-ones batch is normalized by the spread of
-  its padding borders, and ResNet-20 and VGG-16-BN then lose whole stages (and the classifier)
-  by density 0.01; in eval mode VGG-16-BN keeps every layer. (On ResNet-20 at density 0.01 PX still
-  empties the residual branches of the later blocks in either mode, the shortcuts keeping the
-  network connected: removing a branch weight shrinks the path count of the whole branch, which
-  makes its other weights less important.) Both networks run in float64 (the
-  one-valued path-activation network grows by the fan-in per layer), and the path kernel's
-  all-ones input is one sample, not a batch of identical ones;
+* the path-kernel network runs in eval mode (the reference: train mode), so its batch norm is the
+  fixed affine map of initialization: in train mode the all-ones batch is normalized by the
+  spread of its padding borders, and ResNet-20 and VGG-16-BN then lose whole stages (and the
+  classifier) by density 0.01; with it in eval mode VGG-16-BN keeps every layer. It runs in
+  float64 on one all-ones input (not a batch of identical ones). The path-activation network
+  runs in train mode as the reference's, in float32, or float64 where float32 overflows (the
+  one-valued weights grow by the fan-in per layer without batch norm). On ResNet-20 at density
+  0.01 PX still empties the residual branches of the later blocks, the shortcuts keeping the
+  network connected: removing a branch weight shrinks the path count of the whole branch;
 * ReLUs are found through ``torch.nn.functional.relu`` / ``leaky_relu`` (which ``nn.ReLU`` calls),
   as the reference patches them; other nonlinearities are left as they are.
 """
@@ -69,9 +69,9 @@ class PxOptions:
 def px(ctx: Context) -> Scores:
     """``|dR/d(theta^2)| * theta^2`` (see the module docstring), on the current masked network."""
     st = ctx.state
-    if "path_kernel" not in st:  # float64: the path-activation network (weights one) grows fast with depth
-        st["path_kernel"] = copy.deepcopy(ctx.model).double()
-        st["path_activations"] = copy.deepcopy(ctx.model).double()
+    if "path_kernel" not in st:
+        st["path_kernel"] = copy.deepcopy(ctx.model).double()  # squared weights: float64 keeps deep nets finite
+        st["path_activations"] = copy.deepcopy(ctx.model)
         st["x"] = balanced_inputs(ctx.batches(), ctx.options.px_examples_per_class)
     kernel, activations, x = st["path_kernel"], st["path_activations"], st["x"]
     masks = ctx.masks()
@@ -86,14 +86,19 @@ def px(ctx: Context) -> Scores:
                 k.bias.zero_()
                 a.bias.zero_()
     kernel.eval()
-    activations.eval()
+    activations.train()  # as the reference: batch norm normalizes the path activations over the data
     ctx.model.eval()
     with torch.no_grad():
         patterns: list[Tensor] = []
         with _relus("record", patterns):
             ctx.model(x)
-        with _relus("replay", patterns):
-            z1 = activations(x.double().pow(2))
+        while True:  # the one-valued network grows by the fan-in per layer: float64 when float32 overflows
+            dtype = next(activations.parameters()).dtype
+            with _relus("replay", list(patterns)):
+                z1 = activations(x.to(dtype).pow(2)).double()
+            if bool(torch.isfinite(z1).all()) or dtype == torch.float64:
+                break
+            activations.double()
     # every input of the path-kernel network is the same all-ones input (and batch norm runs in eval
     # mode), so one forward of one input serves the whole batch: R = (sum_x z1(x)) . z2
     with _relus("linear"), convs_as_matmuls(kernel):

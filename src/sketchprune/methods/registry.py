@@ -288,14 +288,24 @@ def needs_data(method: str) -> SketchpruneError:
     )
 
 
-def markdown_table(which: Callable[[Method], bool] = lambda m: True) -> str:
-    """The methods table of the README: name, description, kind, data, default rounds, options."""
-    rows = ["| method | what it is | kind | data | rounds | options (default) |", "|---|---|---|---|---|---|"]
+def markdown_table(which: Callable[[Method], bool] = lambda m: True,
+                   costs: Mapping[str, float | None] | None = None) -> str:
+    """The methods table of the README: name, description with citation, kind, data, default rounds,
+    options, and (given ``costs``: method -> seconds) the measured cost."""
+    head = "| method | what it is | kind | data | rounds | options (default) |"
+    rule = "|---|---|---|---|---|---|"
+    if costs is not None:
+        head, rule = head + " VGG-16-BN, 2 CPU threads |", rule + "---|"
+    rows = [head, rule]
     for name in names():
         m = _METHODS[name]
         if not which(m):
             continue
         opts = ", ".join(f"`{k}={v}`" for k, v in m.defaults().items()) or "-"
         description = m.description.replace("|", "\\|")  # a bar inside a cell would end it
-        rows.append(f"| `{m.name}` | {description} | {m.kind} | {m.data} | {m.rounds} | {opts} |")
+        row = f"| `{m.name}` | {description} | {m.kind} | {m.data} | {m.rounds} | {opts} |"
+        if costs is not None:
+            cost = costs.get(name)
+            row += f" {cost:.3g} s |" if cost is not None else " (trains) |" if m.kind == "train" else " - |"
+        rows.append(row)
     return "\n".join(rows) + "\n"
