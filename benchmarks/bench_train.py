@@ -1,6 +1,6 @@
 """Benchmark: time per training step, masked vs dense vs forward-multiply masking (torch prune).
 
-MLP and VGG-11 at batch 128, SGD with momentum, density 0.1. All variants run interleaved in
+MLP and VGG-11-BN at batch 64, SGD with momentum, density 0.1. All variants run interleaved in
 this one process (best of ``--steps`` after warm-up); ratios are to the dense step.
 Run: ``python benchmarks/bench_train.py [--device cuda]``.
 """
@@ -52,7 +52,7 @@ def main() -> None:
         handle = masks.apply(masked)
         fwd = copy.deepcopy(dense)
         masks.to_torch_prune(fwd)
-        x, y = torch.randn(128, 3, 32, 32, device=dev), torch.randint(0, 10, (128,), device=dev)
+        x, y = torch.randn(64, 3, 32, 32, device=dev), torch.randint(0, 10, (64,), device=dev)
         t = {"dense": float("inf"), "masked": float("inf"), "fwd": float("inf")}
         steps = args.steps if name == "mlp" else max(3, args.steps // 4)
         for _ in range(args.rounds):  # interleave to share the machine's noise

@@ -58,6 +58,38 @@ def test_pruned_weights_stay_exactly_zero(make_opt):
     handle.remove()
 
 
+def test_the_fused_rezero_follows_masks_and_dtypes_that_change_after_steps():
+    # rezero caches each optimizer's masked tensors: a mask added or removed, or a model cast to
+    # another dtype after the optimizer has stepped, must still be what the next step enforces
+    model = small_net()
+    a, b = random_masks(model, seed=1), random_masks(model, seed=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def step():
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01)  # a change the gradient hook cannot see: only rezero puts zeros back
+        opt.zero_grad()
+        model(torch.randn(8, 10, dtype=model[0].weight.dtype)).sum().backward()
+        opt.step()
+
+    ha = a.apply(model)
+    step()
+    hb = b.apply(model)
+    step()
+    params = dict(model.named_parameters())
+    assert all(bool((params[n][~(a[n] & b[n])] == 0).all()) for n in a)
+    ha.remove()
+    step()
+    assert all(bool((params[n][~b[n]] == 0).all()) and bool((params[n][b[n] & ~a[n]] != 0).any()) for n in b)
+    model.double()
+    step()
+    assert all(params[n].dtype == torch.float64 and bool((params[n][~b[n]] == 0).all()) for n in b)
+    hb.remove()
+    step()
+    assert all(bool((params[n] != 0).all()) for n in b)
+
+
 def test_save_load_round_trip(tmp_path):
     model = small_net()
     masks = random_masks(model)

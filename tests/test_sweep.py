@@ -143,12 +143,13 @@ def test_report_tables_equal_results_and_files_are_valid(tmp_path, capsys):
     for row in rows:
         assert float(row["final_test_acc"]) == pytest.approx(results[row["hash"]]["final_test_acc"])
         assert int(row["kept"]) == results[row["hash"]]["kept"]
-    for key in ("accuracy_png", "layers_png"):
+    for key in ("accuracy_png", "differences_png", "collapse_png"):
         assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = Path(rep["files"]["html"]).read_text()
-    assert page.count("data:image/png;base64,") == 2 and "http://" not in page and "https://" not in page
-    md = Path(rep["files"]["summary_md"]).read_text()
-    assert md.count("\n") == 2 + 8  # header, rule, 2 methods x 2 modes x 2 densities (1 seed)
+    assert page.count("data:image/png;base64,") == 3 and "http://" not in page and "https://" not in page
+    md = Path(rep["files"]["pivot_md"]).read_text()
+    assert md.count("### ") == 2 and md.count("| magnitude |") == 2  # a table per mode, a row per method
+    assert len(Path(rep["files"]["summary_csv"]).read_text().splitlines()) == 1 + 8  # 2 x 2 modes x 2 densities
 
 
 def test_report_on_empty_folder_is_an_error(tmp_path, capsys):

@@ -88,14 +88,17 @@ def test_default_job_one_epoch(tmp_path, capsys):
     rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["done"] == 5 * 2 * 3 and result["failed"] == 0
-    assert (tmp_path / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    runs = 5 * 3 * 3 + 1  # methods x modes (topk, sample, auto) x densities, and the dense model
+    assert result["done"] == runs and result["failed"] == 0
+    for png in ("accuracy", "differences", "collapse"):
+        assert (tmp_path / "report" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     csv_lines = (tmp_path / "report" / "summary.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + 30 and csv_lines[0].startswith("model,dataset,method,mode,density")
-    assert len(list((tmp_path / "runs").glob("*/result.json"))) == 30  # hash-named run folders
+    assert len(csv_lines) == 1 + runs and csv_lines[0].startswith("setting,method,mode,density")
+    assert any(line.split(",")[1] == "dense" for line in csv_lines)
+    assert len(list((tmp_path / "runs").glob("*/result.json"))) == runs  # hash-named run folders
     rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])  # done: all skipped
     again = json.loads(capsys.readouterr().out)
-    assert rc == 0 and (again["done"], again["skipped"]) == (0, 30)
+    assert rc == 0 and (again["done"], again["skipped"]) == (0, runs)
 
 
 def test_prune_cli_writes_masks_and_table(tmp_path, capsys):

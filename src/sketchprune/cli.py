@@ -28,7 +28,8 @@ app = typer.Typer(
     help="Pruning at initialization, seen as sketching for approximate matrix multiplication.",
     pretty_exceptions_enable=False,
 )
-theory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Theory lab: check each claim of the paper (E1-E4, E6).")
+theory_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Theory lab: check each claim of the paper (E1-E4, E6, E7).")
 app.add_typer(theory_app, name="theory")
 
 
@@ -79,6 +80,8 @@ def theory_command(name: str, module: Any, cls: type, help: str, tables: Callabl
         result = module.run(config)
         files = {"json": write_json(out / f"{name}.json", result), "plot": module.plot(result, out / f"{name}.png")}
         emit(result, as_json, tables(result), files)
+        if not as_json and "reading" in result:
+            typer.echo(f"\nReading: {result['reading']['text']}")
 
 
 def _register_theory() -> None:
@@ -86,6 +89,7 @@ def _register_theory() -> None:
     from sketchprune.theory import e4_deep_linear as e4
     from sketchprune.theory import e2_linear as e2
     from sketchprune.theory import e6_ntk as e6
+    from sketchprune.theory import e7_structured as e7
     from sketchprune.theory import e1_sketch as e1
 
     theory_command(
@@ -116,6 +120,12 @@ def _register_theory() -> None:
         "ntk", e6, e6.NTKConfig,
         "E6: NTK kernel error of column masks: top-k vs sampled vs uniform, against the exact iid formula.",
         lambda r: [("E6: ||Theta - J D J^T||_F^2", r["rows"], e6.TABLE_COLUMNS)],
+    )
+    theory_command(
+        "structured", e7, e7.StructuredConfig,
+        "E7: pruning hidden units is column sampling: Monte Carlo vs the exact formulas (iid / poisson / exact-k), "
+        "optimal vs uniform vs L1-norm unit probabilities.",
+        lambda r: [("E7: ||Z - Z_hat||_F^2 of the next layer's input", r["rows"], e7.TABLE_COLUMNS)],
     )
 
 
@@ -194,6 +204,17 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
 
     data = experiment.load_data(cfg, data_root, download)
     model = experiment.build_model(cfg, data)
+    if cfg.structure == "units":  # a smaller dense network: report its layers and costs
+        from sketchprune.structured import costs
+
+        report = experiment.units_report(experiment.units_model(cfg, model, data), costs(model, data.input_shape),
+                                         data.input_shape)
+        rows = [{"layer": n, **v, "fraction": v["kept"] / v["total"]} for n, v in report["layers"].items()]
+        emit({"model": cfg.model, "method": cfg.method, **report}, as_json,
+             [(f"units kept (params {report['params_fraction']:.3f}, MACs {report['macs_fraction']:.3f} of dense)",
+               rows, ["layer", "kept", "total", "fraction"])],
+             {"json": write_json(out / "units.json", report)})
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse is reported below
         masks = experiment.prune_model(cfg, model, data)
@@ -277,8 +298,9 @@ def run_cmd(
     out: Path = typer.Option(Path("runs/default"), "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """The default job: top-k vs sampled masks for five pruners x 3 densities x 2 seeds on MNIST-1D,
-    run as a built-in sweep (hash-named run folders, resumable) and reported like `sketchprune report`."""
+    """The default job: top-k vs sampled vs auto masks for five pruners x 3 densities x 2 seeds on
+    MNIST-1D, with the dense model, run as a built-in sweep (hash-named run folders, resumable) and
+    reported like `sketchprune report`."""
     import time
 
     from sketchprune import sweep as sw
@@ -290,9 +312,9 @@ def run_cmd(
     counts = _run_sweep(sw.from_spec(spec, "sketchprune run"), out, workers, None, False, as_json)
     rep = build_report(out, out / "report")
     seconds = time.perf_counter() - t0
-    emit({**counts, "seconds": seconds, "rows": rep["summary"]}, as_json,
-         [("test accuracy (mean ± std over seeds)", rep["summary"],
-           ["method", "mode", "density", "compression", "mean", "std", "seeds"])],
+    emit({**counts, "seconds": seconds, "rows": rep["summary"], "paired": rep["paired"]}, as_json,
+         [("test accuracy (mean ± 95 % interval over seeds)", rep["summary"],
+           ["method", "mode", "density", "compression", "mean", "ci95", "seeds"])],
          {k: Path(v) for k, v in rep["files"].items()})
     if not as_json:
         typer.echo(f"{counts['done']} runs done, {counts['skipped']} already done, in {seconds:.1f} s")
@@ -358,16 +380,17 @@ def sweep_cmd(
 def report_cmd(
     folder: Path = typer.Argument(..., help="A sweep or run output folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default FOLDER/report)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Hash of the run for the per-layer density plot."),
+    run: Optional[str] = typer.Option(None, "--run", help="Hash of a run whose method and compression the collapse "
+                                                          "view shows (default: where the modes differ most)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Tables (CSV, Markdown), paper-style plots and an offline HTML page for every run under FOLDER."""
     from sketchprune.report import build_report
 
     rep = build_report(folder, out, run)
-    emit({"runs": rep["runs"], "rows": rep["summary"]}, as_json,
-         [("test accuracy (mean ± std over seeds)", rep["summary"],
-           ["model", "dataset", "method", "mode", "density", "mean", "std", "seeds"])],
+    emit({"runs": rep["runs"], "rows": rep["summary"], "paired": rep["paired"]}, as_json,
+         [("test accuracy (mean ± 95 % interval over seeds)", rep["summary"],
+           ["setting", "method", "mode", "density", "mean", "ci95", "seeds"])],
          {k: Path(v) for k, v in rep["files"].items()})
 
 

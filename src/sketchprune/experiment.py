@@ -24,9 +24,12 @@ from sketchprune import data as datasets
 from sketchprune import methods, models, seeding
 from sketchprune.atomic import read_json, write_json
 from sketchprune.config import config_hash, setting, to_dict
+from sketchprune.diagnostics import mask_diagnostics
+from sketchprune.export import project_nm
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
 from sketchprune.pruning import PruneOptions, prune, prune_settings, reinitialize
+from sketchprune.structured import KEEP_BY, UNIT_METHODS, costs, prune_units
 from sketchprune.train import TrainConfig, train
 
 
@@ -43,7 +46,17 @@ class RunConfig(PruneOptions):
                                                 "input_shape come from the data).")
     dataset: str = setting("mnist1d", "Data set.", choices=datasets.names)
     data_options: dict[str, Any] = setting({}, "Keywords of the data set, e.g. samples=10000.")
-    method: str = setting("magnitude", "Pruning method.", choices=methods.names)
+    method: str = setting("magnitude", "Pruning method (with structure=units: a unit score).",
+                          choices=lambda: methods.names() + [m for m in UNIT_METHODS if m not in methods.names()])
+    structure: str = setting("weights", "What is pruned: weights (a sparse mask) or units (whole units and channels "
+                                        "removed: a smaller dense network, sketchprune.prune_units).",
+                             choices=("weights", "units"))
+    keep_by: str = setting("units", "With structure=units, density is the kept fraction of each layer's units, "
+                                    "of the parameters or of the MACs.", choices=KEEP_BY)
+    rescale: bool = setting(False, "With structure=units and mode=sample: scale each kept unit's outgoing weights "
+                                   "by 1/pi_i, the unbiased sketch of the next layer's input at initialization.")
+    nm: str = setting("", "Project the mask onto an N:M pattern, e.g. 2:4 (at most N kept of every M consecutive "
+                          "input weights, the pattern GPUs accelerate); empty: no projection.")
     method_options: dict[str, Any] = setting({}, "The method's own options (each is also a flag and a sweep key).")
     density: float = setting(0.1, "Fraction of prunable weights kept (compression = 1 / density).")
     prune_batches: int = setting(1, "Batches of training data given to methods that use data.")
@@ -54,8 +67,8 @@ class RunConfig(PruneOptions):
 
     def __post_init__(self) -> None:
         # keep the option mappings canonical (typed, defaults dropped) so that equal runs hash equally
-        method = methods.get(self.method)
-        object.__setattr__(self, "method_options", method.non_default(self.method_options))
+        if self.structure == "weights":
+            object.__setattr__(self, "method_options", methods.get(self.method).non_default(self.method_options))
         object.__setattr__(self, "model_options", models.options(self.model, self.model_options))
         object.__setattr__(self, "data_options", datasets.options(self.dataset, self.data_options))
         super().__post_init__()
@@ -67,6 +80,20 @@ class RunConfig(PruneOptions):
               f"augment (crop and flip) applies to image data sets ({', '.join(datasets.IMAGE_SETS)}); "
               f"{self.dataset} has none: drop augment")
         check(self.prune_batches >= 1 and self.prune_batch_size >= 1, "prune_batches and prune_batch_size must be >= 1")
+        if self.structure == "units":
+            check(self.method in UNIT_METHODS, f"structure=units takes a unit score ({', '.join(UNIT_METHODS)}), "
+                                               f"not {self.method!r}")
+            check(self.mode in ("topk", "sample"), "structure=units takes mode topk or sample")
+            check(not self.method_options and self.iterations == 0 and not self.invert and not self.shuffle,
+                  "structure=units takes no method options, iterations, invert or shuffle")
+            check(not self.rescale or self.mode == "sample", "rescale applies to sampled units (mode=sample)")
+            return
+        check(self.keep_by == "units" and not self.rescale,
+              "keep_by and rescale apply to structure=units; drop them or set structure=units")
+        if self.nm:
+            n, _, m = self.nm.partition(":")
+            check(n.isdigit() and m.isdigit() and 1 <= int(n) <= int(m),
+                  f"nm must look like 2:4 (N <= M), got {self.nm!r}")
         prune_settings(methods.get(self.method), {**self.prune_options(), **self.method_options})
 
     def prune_options(self) -> dict[str, Any]:
@@ -205,6 +232,44 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         raise SketchpruneError(f"{path} is damaged ({type(e).__name__}); delete the run folder to start over") from None
 
 
+def _cost_fractions(pruned: dict[str, float], dense: dict[str, float]) -> dict[str, float]:
+    return {"params_fraction": pruned["params"] / dense["params"], "macs_fraction": pruned["macs"] / dense["macs"]}
+
+
+def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.Module:
+    """The smaller network of a ``structure=units`` config (deterministic given the seed)."""
+    return prune_units(model, cfg.method, cfg.density, mode=cfg.mode, data=prune_batches(data, cfg), seed=cfg.seed,
+                       keep_by=cfg.keep_by, scheme=cfg.scheme, power=cfg.power, rescale=cfg.rescale,
+                       input_shape=data.input_shape)
+
+
+def units_report(small: nn.Module, dense_costs: dict[str, float], input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Kept units per layer and the parameter / MAC fractions of a network from :func:`units_model`."""
+    return {"layers": {n: {"kept": k, "total": t} for n, (k, t) in small.kept_units.items()},
+            **_cost_fractions(costs(small, input_shape), dense_costs)}
+
+
+def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
+               progress: bool, t0: float, dense_costs: dict[str, float]) -> dict[str, Any]:
+    """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train."""
+    small = units_model(cfg, model, data)
+    write_json(out / "units.json", units_report(small, dense_costs, data.input_shape))
+    prune_seconds = time.perf_counter() - t0
+    trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed)
+    pruned_costs = costs(small, data.input_shape)
+    result = {
+        "config": to_dict(cfg), "hash": config_hash(cfg), "compression": 1 / cfg.density,
+        "final_test_acc": trained["final_test_acc"], "best_test_acc": trained["best_test_acc"],
+        "final_train_loss": trained["final_train_loss"], "kept": int(pruned_costs["params"]),
+        "total": int(dense_costs["params"]), "density_actual": pruned_costs["params"] / dense_costs["params"],
+        "collapsed": [], "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
+        "diagnostics": None, "auto": None, **_cost_fractions(pruned_costs, dense_costs),
+        "prune_seconds": prune_seconds, "wall_seconds": time.perf_counter() - t0,
+    }
+    write_json(out / "result.json", result)
+    return result
+
+
 def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
         download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
     """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result."""
@@ -216,16 +281,23 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
     t0 = time.perf_counter()
     data = dataset if dataset is not None else load_data(cfg, data_root, download)
     model = build_model(cfg, data)
+    dense_costs = costs(model, data.input_shape)
+    if cfg.structure == "units":
+        return _run_units(cfg, model, data, out, device, progress, t0, dense_costs)
     masks_path, start_path = out / "masks.safetensors", out / "start.safetensors"
     if masks_path.exists():
         masks = Masks.load(masks_path)
     else:
         masks = prune_model(cfg, model, data, out, device)  # layer collapse warns, as prune does
+        if cfg.nm:
+            n, m = (int(v) for v in cfg.nm.split(":"))
+            masks = project_nm(masks, model, n, m)
         if masks.start_state is not None:  # the method rewound the weights (imp): train from those
             _save_state(masks.start_state, start_path)
         masks.save(masks_path)
     if start_path.exists():
         model.load_state_dict(_load_state(start_path))
+    diagnostics = mask_diagnostics(model, masks, data.input_shape)  # what theory says before training
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
@@ -237,6 +309,8 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
         "final_train_loss": trained["final_train_loss"], "kept": rep["kept"], "total": rep["total"],
         "density_actual": rep["density"], "collapsed": rep["collapsed"],
         "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
+        "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
+        **_cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs),
         "prune_seconds": prune_seconds, "wall_seconds": time.perf_counter() - t0,
     }
     write_json(done, result)

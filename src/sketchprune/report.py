@@ -1,17 +1,38 @@
-"""Summaries and paper-style plots of run results (accuracy vs compression ratio).
+"""Reports of runs: the tables and figures a paper needs, from every run's ``result.json``.
 
-Plots follow the SynFlow paper: x = compression ratio on a log10 axis, one colour per method,
-solid lines for top-k masks and dashed for sampled masks, mean over seeds with a ±std band.
+Under ``FOLDER/report``: ``results.csv`` (one row per run: the data, long format), ``summary.csv``
+(per setting x method x mode x compression: mean, 95 % t interval, seeds), ``paired.csv``
+(sample - top-k and auto - top-k per method and compression over the seeds both have, with their
+95 % interval and a verdict only where it excludes 0), ``pivot.md`` (methods x compression per
+mode, best in bold, significant differences to top-k marked), and the figures:
+
+* ``accuracy.png``: small multiples, one panel per method: top-k, sample and auto (mean and 95 %
+  band over seeds) against the compression ratio (log10, the data's range), with the dense model;
+* ``differences.png``: sample - top-k and auto - top-k per method, with intervals and the zero line;
+* ``collapse.png``: the per-layer kept fraction of top-k, sample and auto for the method and
+  compression where they differ most;
+* ``report.html``: all of it on one offline page.
+
+Runs at density 1 are the dense reference. A settings group is one (model, dataset) pair; each
+group gets its own figures (``accuracy-2.png``, ...) when a folder holds several.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from sketchprune import stats
+from sketchprune.errors import SketchpruneError
+from sketchprune.tables import html_table, markdown_table
+
+MODES = ("topk", "sample", "auto")
+MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto": ("tab:green", ":")}
 PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:pink", "tab:green", "tab:red", "tab:purple", "tab:brown",
            "tab:olive", "tab:cyan", "navy", "gold", "teal", "crimson", "darkkhaki", "slateblue", "sienna", "lime")
 
@@ -25,91 +46,296 @@ def color_of(method: str) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
-    """Mean and std of ``metric`` over seeds, per (model, dataset, method, mode, density)."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for r in results:
-        c = r["config"]
-        groups[(c["model"], c["dataset"], c["method"], c["mode"], c["density"])].append(r[metric])
-    rows = []
-    for (model, dataset, method, mode, density), vals in sorted(groups.items(), key=lambda kv: (kv[0][:4], -kv[0][4])):
-        rows.append({"model": model, "dataset": dataset, "method": method, "mode": mode, "density": density,
-                     "compression": 1 / density, "mean": statistics.fmean(vals),
-                     "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "seeds": len(vals)})
-    return rows
+def setting_of(config: dict[str, Any]) -> str:
+    """The settings group of a run: model and data set, with their options when they have any."""
+    opts = {**config.get("model_options", {}), **config.get("data_options", {})}
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
+    return f"{config['model']} / {config['dataset']}" + (f" ({extra})" if extra else "")
 
 
-def accuracy_plot(summary: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Accuracy vs compression ratio: one panel per model/dataset, colour = method, dashed = sampled."""
-    from sketchprune.plotting import plt
-    from sketchprune.atomic import save_figure
-
-    panels = sorted({(r["model"], r["dataset"]) for r in summary})
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, (model, dataset) in zip(axes[0], panels):
-        for method in sorted({r["method"] for r in summary}):
-            for mode, ls in (("topk", "-"), ("sample", "--")):
-                rows = sorted((r for r in summary if (r["model"], r["dataset"], r["method"], r["mode"])
-                               == (model, dataset, method, mode)), key=lambda r: r["compression"])
-                if not rows:
-                    continue
-                x = [math.log10(r["compression"]) for r in rows]
-                m = [r["mean"] for r in rows]
-                s = [r["std"] for r in rows]
-                color = color_of(method)
-                ax.plot(x, m, ls=ls, marker="o", ms=3, color=color, label=f"{method} ({mode})")
-                ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=color,
-                                alpha=0.12)
-        ax.set(xlabel="compression ratio (log10)", ylabel="test accuracy", title=title or f"{model} / {dataset}",
-               xlim=(0.4, 3.1))  # the SynFlow paper's range, 10^0.5 to 10^3
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    return save_figure(fig, path)
+def method_label(config: dict[str, Any]) -> str:
+    """The method as the tables name it: the method, with what else sets its runs apart (structured
+    units and their budget, rescaling, an N:M projection, a per-layer scope)."""
+    label = config["method"]
+    if config.get("structure", "weights") == "units":
+        label += f" units by {config.get('keep_by', 'units')}" + (" rescaled" if config.get("rescale") else "")
+    if config.get("nm"):
+        label += f" {config['nm']}"
+    if config.get("scope", "global") != "global":
+        label += f" [{config['scope']}]"
+    return label
 
 
-RESULT_COLUMNS = ["hash", "model", "dataset", "method", "mode", "density", "compression", "seed",
-                  "final_test_acc", "best_test_acc", "kept", "total", "collapsed_layers", "wall_seconds"]
+RESULT_COLUMNS = ["hash", "setting", "method", "mode", "density", "compression", "seed", "final_test_acc",
+                  "best_test_acc", "kept", "total", "collapsed_layers", "min_layer_density", "connected",
+                  "log10_paths", "log10_flow", "auto_mode", "auto_power", "params_fraction", "macs_fraction",
+                  "wall_seconds"]
 
 
 def flat_row(result: dict[str, Any]) -> dict[str, Any]:
     """One table row of a run's ``result.json``."""
     c = result["config"]
-    return {"hash": result["hash"], "model": c["model"], "dataset": c["dataset"], "method": c["method"],
-            "mode": c["mode"], "density": c["density"], "compression": result["compression"], "seed": c["seed"],
+    diag = result.get("diagnostics") or {}
+    auto = result.get("auto") or {}
+    return {"hash": result["hash"], "setting": setting_of(c), "method": method_label(c), "mode": c["mode"],
+            "density": c["density"], "compression": result["compression"], "seed": c["seed"],
             "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
             "kept": result["kept"], "total": result["total"], "collapsed_layers": len(result["collapsed"]),
+            "min_layer_density": diag.get("min_layer_density"), "connected": diag.get("connected"),
+            "log10_paths": diag.get("log10_paths"), "log10_flow": diag.get("log10_flow"),
+            "auto_mode": auto.get("mode"), "auto_power": auto.get("power"),
+            "params_fraction": result.get("params_fraction"), "macs_fraction": result.get("macs_fraction"),
             "wall_seconds": result["wall_seconds"]}
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    from sketchprune.tables import format_cell
+def _by_seed(results: list[dict[str, Any]], metric: str) -> dict[tuple, dict[int, float]]:
+    """(setting, method, mode, density) -> seed -> metric; density-1 runs are (setting, 'dense', 'dense', 1)."""
+    groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in results:
+        c = r["config"]
+        key = (setting_of(c), "dense", "dense", 1.0) if c["density"] >= 1 else \
+            (setting_of(c), method_label(c), c["mode"], c["density"])
+        groups[key][c["seed"]] = r[metric]
+    return groups
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_cell(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+
+def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
+    """Mean, 95 % t interval, std and seeds of ``metric`` per (setting, method, mode, density)."""
+    rows = []
+    for (setting, method, mode, density), seeds in sorted(_by_seed(results, metric).items(),
+                                                          key=lambda kv: (kv[0][:3], -kv[0][3])):
+        vals = list(seeds.values())
+        mean, ci = stats.mean_ci(vals)
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        rows.append({"setting": setting, "method": method, "mode": mode, "density": density,
+                     "compression": 1 / density, "mean": mean, "ci95": ci, "std": std, "seeds": len(vals)})
+    return rows
 
 
-def layer_density_plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of the kept fraction per layer of one run."""
-    from sketchprune.plotting import plt
+def paired_differences(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
+    """``sample - topk`` and ``auto - topk`` per (setting, method, density), paired by seed."""
+    groups = _by_seed(results, metric)
+    rows = []
+    for (setting, method, mode, density), seeds in sorted(groups.items()):
+        base = groups.get((setting, method, "topk", density))
+        if mode in ("sample", "auto") and base:
+            d = stats.paired(seeds, base)
+            if d is not None:
+                rows.append({"setting": setting, "method": method, "versus": f"{mode} - topk", "density": density,
+                             "compression": 1 / density, **d})
+    return rows
+
+
+def _dense(summary: list[dict[str, Any]], setting: str) -> dict[str, Any] | None:
+    return next((r for r in summary if r["setting"] == setting and r["method"] == "dense"), None)
+
+
+def _method_order(methods_present: set[str]) -> list[str]:
+    from sketchprune import methods
+
+    known = [m for m in methods.names() if m in methods_present]
+    return known + sorted(methods_present - set(known))
+
+
+def small_multiples(summary: list[dict[str, Any]], setting: str, path: str | Path) -> Path:
+    """One panel per method: top-k / sample / auto (mean and 95 % band) vs compression, with the dense model."""
     from sketchprune.atomic import save_figure
+    from sketchprune.plotting import plt
 
-    names = list(result["layer_density"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
-    ax.bar(range(len(names)), [result["layer_density"][n] for n in names], color="tab:blue")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set(yscale="log", ylabel="density kept", title=f"{result['config']['method']} ({result['config']['mode']}), "
-           f"density {result['config']['density']:.3g}")
-    ax.axhline(result["config"]["density"], color="tab:red", ls="--", lw=1)
+    rows = [r for r in summary if r["setting"] == setting and r["method"] != "dense"]
+    names = _method_order({r["method"] for r in rows})
+    xs = [math.log10(r["compression"]) for r in rows]
+    cols = min(4, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.7 * nrows), sharex=True, sharey=True, squeeze=False)
+    dense = _dense(summary, setting)
+    for ax, method in zip(axes.flat, names):
+        if dense is not None:
+            ax.axhline(dense["mean"], color="0.35", lw=1, ls="-.", label="dense")
+            if math.isfinite(dense["ci95"]):
+                ax.axhspan(dense["mean"] - dense["ci95"], dense["mean"] + dense["ci95"], color="0.5", alpha=0.12)
+        for mode in MODES:
+            line = sorted((r for r in rows if r["method"] == method and r["mode"] == mode),
+                          key=lambda r: r["compression"])
+            if not line:
+                continue
+            color, ls = MODE_STYLE[mode]
+            x = [math.log10(r["compression"]) for r in line]
+            m = [r["mean"] for r in line]
+            h = [r["ci95"] if math.isfinite(r["ci95"]) else 0.0 for r in line]
+            ax.plot(x, m, ls=ls, marker="o", ms=2.5, color=color, label=mode)
+            ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=color, alpha=0.15)
+        ax.set_title(method, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("compression (log10)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    pad = 0.1
+    axes[0][0].set_xlim(min(xs) - pad, max(xs) + pad)
+    _legend_and_title(fig, axes, len(names), setting)
     return save_figure(fig, path)
 
 
-def build_report(root: str | Path, out: str | Path | None = None, run: str | None = None) -> dict[str, Any]:
-    """Collect every run under ``root`` into CSV/Markdown tables, PNG plots and one offline HTML page."""
-    import base64
-    import html
+def _legend_and_title(fig: Any, axes: Any, used: int, title: str) -> None:
+    """The legend in a spare panel (or under the figure) and the title above it."""
+    handles, labels = {}, {}
+    for ax in axes.flat[:used]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+    if used < axes.size:
+        spare = axes.flat[used]
+        spare.set_visible(True)
+        spare.axis("off")
+        spare.legend(list(handles.values()), list(handles), loc="center", fontsize=9, frameon=False)
+    else:
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+                   frameon=False, bbox_to_anchor=(0.5, -0.04))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
 
-    from sketchprune.errors import SketchpruneError
+
+def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path) -> Path:
+    """Per method: sample - top-k and auto - top-k (mean, 95 % interval) vs compression; filled markers
+    where the interval excludes zero."""
+    from sketchprune.atomic import save_figure
+    from sketchprune.plotting import plt
+
+    rows = [r for r in paired if r["setting"] == setting]
+    names = _method_order({r["method"] for r in rows})
+    cols = min(4, max(1, len(names)))
+    nrows = max(1, math.ceil(len(names) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.5 * nrows), sharex=True, sharey=True, squeeze=False)
+    for ax, method in zip(axes.flat, names):
+        ax.axhline(0, color="0.3", lw=1)
+        for versus, mode in (("sample - topk", "sample"), ("auto - topk", "auto")):
+            line = sorted((r for r in rows if r["method"] == method and r["versus"] == versus),
+                          key=lambda r: r["compression"])
+            if not line:
+                continue
+            color, _ = MODE_STYLE[mode]
+            shift = 0.03 if mode == "auto" else -0.03
+            for r in line:
+                x = math.log10(r["compression"]) + shift
+                err = r["ci"] if math.isfinite(r["ci"]) else 0.0
+                ax.errorbar(x, r["diff"], yerr=err, fmt="o", ms=3.5, color=color, capsize=2,
+                            mfc=color if r["verdict"] else "white")
+            ax.plot([math.log10(r["compression"]) + shift for r in line], [r["diff"] for r in line], color=color,
+                    lw=0.8, alpha=0.6, label=versus)
+        ax.set_title(method, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("compression (log10)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy difference")
+    _legend_and_title(fig, axes, len(names), f"{setting}: paired differences over seeds "
+                                             "(filled: the 95 % interval excludes 0)")
+    return save_figure(fig, path)
+
+
+def collapse_case(results: list[dict[str, Any]], setting: str, run: str | None = None
+                  ) -> tuple[str, float, dict[str, dict[str, float]]] | None:
+    """The (method, density) whose per-layer kept fractions differ most between the modes (or the
+    case of run ``run``), with each mode's mean per-layer fraction over seeds."""
+    per: dict[tuple, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        c = r["config"]
+        if setting_of(c) == setting and c["density"] < 1:
+            per[(method_label(c), c["density"])][c["mode"]].append(r["layer_density"])
+    if run is not None:
+        chosen = next((r for r in results if r["hash"] == run), None)
+        if chosen is None:
+            raise SketchpruneError(f"no run with hash {run!r} here; see results.csv for the hashes")
+        keys = [(method_label(chosen["config"]), chosen["config"]["density"])]
+    else:
+        keys = [k for k, modes in per.items() if len(modes) > 1]
+    if not keys:
+        return None
+
+    def mean_layers(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {n: sum(r[n] for r in rows) / len(rows) for n in rows[0]}
+
+    def spread(key: tuple) -> float:
+        fracs = [mean_layers(v) for v in per[key].values()]
+        return max(abs(math.log10(a[n] + 1e-4) - math.log10(b[n] + 1e-4)) for a in fracs for b in fracs for n in a)
+
+    best = max(keys, key=spread)
+    return best[0], best[1], {mode: mean_layers(rows) for mode, rows in sorted(per[best].items(),
+                                                                              key=lambda kv: MODES.index(kv[0])
+                                                                              if kv[0] in MODES else 9)}
+
+
+def collapse_plot(case: tuple[str, float, dict[str, dict[str, float]]], path: str | Path) -> Path:
+    """Grouped bars: the kept fraction of each layer under each mode."""
+    from sketchprune.atomic import save_figure
+    from sketchprune.plotting import plt
+
+    method, density, modes = case
+    layers = list(next(iter(modes.values())))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(layers) * len(modes)), 3.8))
+    width = 0.8 / len(modes)
+    for i, (mode, fracs) in enumerate(modes.items()):
+        color = MODE_STYLE.get(mode, ("tab:gray", "-"))[0]
+        ax.bar([j + i * width for j in range(len(layers))], [max(fracs[n], 1e-4) for n in layers], width,
+               color=color, label=mode)
+    ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(layers))], layers, rotation=60, ha="right",
+                  fontsize=7)
+    ax.axhline(density, color="tab:red", ls="--", lw=1, label="overall density")
+    ax.set(yscale="log", ylabel="kept fraction (0 drawn at 1e-4)", title=f"{method} at compression {1 / density:.3g}: "
+                                                              "where the modes differ most")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def pivot_tables(summary: list[dict[str, Any]], paired: list[dict[str, Any]], setting: str,
+                 markdown: bool = True) -> str:
+    """Methods x compression per mode: mean ± 95 % interval, the best of each column in bold, and
+    ▲ / ▼ where sampling (or auto) beats / loses to top-k with the interval excluding 0."""
+    rows = [r for r in summary if r["setting"] == setting and r["method"] != "dense"]
+    comps = sorted({round(r["compression"], 4) for r in rows})
+    verdict = {(r["method"], r["versus"].split(" ")[0], round(r["compression"], 4)): r["verdict"] for r in paired
+               if r["setting"] == setting}
+    best = {c: max(r["mean"] for r in rows if round(r["compression"], 4) == c) for c in comps}
+    out = []
+    for mode in MODES:
+        table = []
+        for method in _method_order({r["method"] for r in rows if r["mode"] == mode}):
+            row = {"method": method}
+            for c in comps:
+                r = next((x for x in rows if (x["method"], x["mode"], round(x["compression"], 4)) == (method, mode, c)),
+                         None)
+                if r is None:
+                    row[f"{c:.3g}x"] = ""
+                    continue
+                cell = f"{r['mean']:.3f} ± {r['ci95']:.3f}" if math.isfinite(r["ci95"]) else f"{r['mean']:.3f}"
+                mark = {1: " ▲", -1: " ▼"}.get(verdict.get((method, mode, c), 0), "")
+                if abs(r["mean"] - best[c]) < 1e-12:
+                    cell = f"**{cell}**" if markdown else f"<b>{html.escape(cell)}</b>"
+                row[f"{c:.3g}x"] = cell + mark
+            table.append(row)
+        if not table:
+            continue
+        columns = ["method"] + [f"{c:.3g}x" for c in comps]
+        title = f"{mode}: test accuracy, mean ± 95 % interval"
+        if markdown:
+            out.append(f"### {title}\n\n" + markdown_table(table, columns))
+        else:
+            out.append(f"<h3>{html.escape(title)}</h3>" + html_table(table, columns, escape=False))
+    return "\n".join(out)
+
+
+def _self_check_script() -> str:
+    """A script that records on the page whether every image loaded (read by the browser test)."""
+    return ("<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"
+            "var ok=i.every(function(x){return x.complete&&x.naturalWidth>0});"
+            "document.body.setAttribute('data-images',ok?'ok':'broken');});</script>")
+
+
+def build_report(root: str | Path, out: str | Path | None = None, run: str | None = None) -> dict[str, Any]:
+    """Collect every run under ``root`` into CSV/Markdown tables, figures and one offline HTML page."""
     from sketchprune.atomic import write_csv, write_text
     from sketchprune.sweep import collect
 
@@ -120,44 +346,46 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
         raise SketchpruneError(f"no finished runs (result.json) under {root}; run `sketchprune sweep` first")
     rows = [flat_row(r) for r in results]
     summary = summarize(results)
-    files = {
+    paired = paired_differences(results)
+    files: dict[str, Path] = {
         "results_csv": write_csv(out / "results.csv", rows, RESULT_COLUMNS),
-        "results_md": write_text(out / "results.md", markdown_table(rows, RESULT_COLUMNS)),
         "summary_csv": write_csv(out / "summary.csv", summary),
-        "summary_md": write_text(out / "summary.md", markdown_table(
-            summary, ["model", "dataset", "method", "mode", "density", "compression", "mean", "std", "seeds"])),
-        "accuracy_png": accuracy_plot(summary, out / "accuracy.png"),
+        "paired_csv": write_csv(out / "paired.csv", paired,
+                                ["setting", "method", "versus", "density", "compression", "diff", "ci", "lo", "hi",
+                                 "pairs", "verdict"]),
     }
-    chosen = next((r for r in results if r["hash"] == run), None) if run else results[0]
-    if chosen is None:
-        raise SketchpruneError(f"no run with hash {run!r} under {root}; see results.csv for the hashes")
-    files["layers_png"] = layer_density_plot(chosen, out / "layers.png")
-    images = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(Path(files[key]).read_bytes()).decode()}">'
-        for key, title in (("accuracy_png", "Test accuracy vs compression ratio"),
-                           ("layers_png", f"Per-layer density of run {chosen['hash']}")))
+    settings = sorted({r["setting"] for r in summary})
+    sections, pivots = [], []
+    for i, setting in enumerate(settings):
+        suffix = "" if i == 0 else f"-{i + 1}"
+        figs = {f"accuracy{suffix}": small_multiples(summary, setting, out / f"accuracy{suffix}.png")}
+        if any(r["setting"] == setting for r in paired):
+            figs[f"differences{suffix}"] = difference_plot(paired, setting, out / f"differences{suffix}.png")
+        case = collapse_case(results, setting, run)
+        if case is not None:
+            figs[f"collapse{suffix}"] = collapse_plot(case, out / f"collapse{suffix}.png")
+        files.update({f"{k}_png": v for k, v in figs.items()})
+        pivots.append(f"## {setting}\n\n" + pivot_tables(summary, paired, setting))
+        dense = _dense(summary, setting)
+        dense_text = (f"Dense model: {dense['mean']:.3f} ± {dense['ci95']:.3f} over {dense['seeds']} seed(s)."
+                      if dense else "No dense runs (density 1) here.")
+        images = "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,'
+                         f'{base64.b64encode(Path(v).read_bytes()).decode()}"></figure>' for k, v in figs.items())
+        sections.append(f"<h2>{html.escape(setting)}</h2><p>{html.escape(dense_text)}</p>{images}"
+                        f"{pivot_tables(summary, paired, setting, markdown=False)}")
+    files["pivot_md"] = write_text(out / "pivot.md", "\n".join(pivots))
+    legend = ("▲ / ▼: sampling (or auto) better / worse than top-k, paired over seeds, the 95 % t interval "
+              "excluding 0; bold: the best mean of each compression.")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>sketchprune report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>"
-        f"<h1>sketchprune report: {html.escape(str(root))}</h1><p>{len(results)} runs.</p>{images}"
-        f"<h2>Summary (mean ± std over seeds)</h2>{_html_table(summary)}<h2>All runs</h2>{_html_table(rows)}"
-        "</body></html>"
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
+        "font-size:12px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "img{max-width:100%}figure{margin:1em 0}</style></head><body>"
+        f"<h1>sketchprune report: {html.escape(str(root))}</h1><p>{len(results)} runs. {html.escape(legend)}</p>"
+        + "".join(sections)
+        + f"<h2>Paired differences</h2>{html_table(paired)}<h2>All runs</h2>{html_table(rows, RESULT_COLUMNS)}"
+        + _self_check_script() + "</body></html>"
     )
     files["html"] = write_text(out / "report.html", page)
-    return {"runs": len(results), "summary": summary, "files": {k: str(v) for k, v in files.items()}}
-
-
-def _html_table(rows: list[dict[str, Any]]) -> str:
-    import html
-
-    if not rows:
-        return "<p>(none)</p>"
-    cols = list(rows[0])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    from sketchprune.tables import format_cell
-
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(r[c]))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return {"runs": len(results), "summary": summary, "paired": paired,
+            "files": {k: str(v) for k, v in files.items()}}

@@ -9,12 +9,17 @@ rescales them so the estimate is unbiased. Two schemes:
   ``d_i = keep_i / pi_i`` and ``E||.||_F^2 = sum_i (1 - pi_i) / pi_i * a_i^2 b_i^2``.
 * ``"exact"``: keep exactly ``budget`` terms by the exponential race (keys ``E_i / p_i``, the k
   smallest win). With ``tau`` the (k+1)-th smallest key, ``d_i = 1 / (1 - exp(-p_i tau))``
-  (rank conditioning, Cohen & Kaplan 2007) makes it unbiased. No closed-form error.
+  (rank conditioning, Cohen & Kaplan 2007) makes it unbiased, and these weights are uncorrelated,
+  so ``E||.||_F^2 = sum_i Var(d_i) a_i^2 b_i^2`` with ``Var(d_i) = E[e^{-p_i t}/(1 - e^{-p_i t})]``,
+  ``t`` the k-th smallest key among the other terms: one integral per term, computed by
+  quadrature over the Poisson-binomial law of the keys (:func:`exact_k_variances`; k >= 2).
 
 ``a_i = ||A[:, i]||``, ``b_i = ||B[i, :]||``. The optimal probabilities are ``p_i ∝ a_i b_i``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -146,10 +151,18 @@ def expected_error(
     A, B2 = _operands(A, B)
     n = A.shape[1]
     _check_scheme_budget(scheme, budget, n)
-    check(scheme != "exact", "the exact-k scheme has no closed-form error; estimate it by Monte Carlo")
     p = _resolve_probs(A, B2, probs).double()
     a, b = (x.double() for x in term_norms(A, B2))
     t2 = (a * b) ** 2
+    if scheme == "exact":
+        k = int(budget)
+        if k >= n:
+            return 0.0
+        check(k >= 2, "the exact-k sketch with k = 1 has infinite variance; use k >= 2")
+        var = exact_k_variances(p, k)
+        never = p <= 0  # terms never kept: their sum is a bias, added to the weights' variance
+        bias = torch.linalg.matrix_norm(A.double()[:, never] @ B2.double()[never]) ** 2 if bool(never.any()) else 0.0
+        return float((var * t2)[~never].sum().item() + float(bias))
     if scheme == "iid":
         ab = torch.linalg.matrix_norm(A.double() @ B2.double()) ** 2
         terms = torch.where(t2 > 0, t2 / p, torch.zeros_like(t2))
@@ -157,6 +170,53 @@ def expected_error(
     pi = inclusion_probs(p, budget)
     terms = torch.where(t2 > 0, (1 - pi) / pi * t2, torch.zeros_like(t2))
     return float(terms.sum().item())
+
+
+def exact_k_variances(p: Tensor, k: int, points: int = 1600, chunk: int = 200) -> Tensor:
+    """``Var(d_i)`` of the exact-k sketch's weights (module docstring): ``E[g_i(t_i)]`` with
+    ``g_i(t) = e^{-p_i t} / (1 - e^{-p_i t})`` and ``t_i`` the k-th smallest key ``E_j / p_j`` of the
+    other terms. By parts, ``E[g_i(t_i)] = int_0^inf (-g_i'(t)) P(t_i <= t) dt``, and
+    ``P(t_i <= t) = P(at least k other keys <= t)``, a Poisson-binomial tail (prefix and suffix
+    dynamic programs over the terms leave term i out); the integral runs over a log-spaced grid
+    (trapezoid in log t) from where that tail is negligible to where ``-g_i'`` is."""
+    p = p.double() / p.double().sum()
+    n = p.numel()
+    pos = p[p > 0]
+    lo = math.log(1e-4 * k / max(1.0, float(n)))
+    hi = math.log(60.0 * max(k, 1) / float(pos.min()))
+    u = torch.linspace(lo, hi, points, dtype=torch.float64)
+    t = u.exp()
+    out = torch.zeros(n, dtype=torch.float64)
+    for start in range(0, points, chunk):
+        tc = t[start:start + chunk]
+        q = -torch.expm1(-p.view(-1, 1) * tc.view(1, -1))  # (n, T): P(key_j <= t)
+        # suffix[j]: law of how many of the terms after j are below t, counts 0 .. k-1 (the rest dropped)
+        suffix = torch.zeros(n + 1, len(tc), k, dtype=torch.float64)
+        suffix[n, :, 0] = 1.0
+        for j in range(n - 1, -1, -1):
+            suffix[j] = suffix[j + 1] * (1 - q[j]).view(-1, 1)
+            suffix[j, :, 1:] += suffix[j + 1, :, :-1] * q[j].view(-1, 1)
+        suffix_cdf = suffix.cumsum(2)
+        prefix = torch.zeros(len(tc), k, dtype=torch.float64)
+        prefix[:, 0] = 1.0
+        tail = torch.empty(n, len(tc), dtype=torch.float64)
+        for i in range(n):  # P(at most k-1 of the others are below t) = sum_a prefix(a) suffix_cdf(k-1-a)
+            below = (prefix * suffix_cdf[i + 1].flip(1)).sum(1)
+            tail[i] = (1 - below).clamp_(0, 1)
+            nxt = prefix * (1 - q[i]).view(-1, 1)
+            nxt[:, 1:] += prefix[:, :-1] * q[i].view(-1, 1)
+            prefix = nxt
+        e = torch.exp(-p.view(-1, 1) * tc.view(1, -1))
+        slope = p.view(-1, 1) * e / (-torch.expm1(-p.view(-1, 1) * tc.view(1, -1))).pow(2)  # -g'(t)
+        integrand = slope * tail * tc.view(1, -1)  # dt = t du
+        if start > 0:  # join this chunk's first point to the previous chunk's last
+            integrand = torch.cat([last, integrand], 1)
+            du = u[start - 1:start + chunk]
+        else:
+            du = u[start:start + chunk]
+        out += torch.trapezoid(integrand, du, dim=1)
+        last = integrand[:, -1:]
+    return torch.where(p > 0, out, torch.zeros_like(out))
 
 
 def beta(probs: Tensor, reference: Tensor) -> float:

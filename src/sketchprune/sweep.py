@@ -108,15 +108,18 @@ def _own_options(values: dict[str, Any]) -> dict[str, Any]:
 def default_spec(*, dataset: str = "mnist1d", model: str = "conv1d", methods: str = "random,magnitude,snip,grasp,synflow",
                  densities: str = "0.316,0.1,0.0316", seeds: str = "0,1", epochs: int = 6,
                  device: str | None = None) -> dict[str, Any]:
-    """The built-in comparison of ``sketchprune run`` as a sweep spec: top-k vs sampled masks for
-    ``methods`` x ``densities`` x ``seeds``, Adam (lr 1e-2, batch 256) for ``epochs`` epochs."""
+    """The built-in comparison of ``sketchprune run`` as a sweep spec: top-k vs sampled vs auto masks
+    for ``methods`` x ``densities`` x ``seeds``, and the dense model per seed; Adam (lr 1e-2,
+    batch 256) for ``epochs`` epochs."""
+    seed_list = list(cfgmod.parse_value(tuple[int, ...], seeds, "seeds"))
     return {
         "fixed": {"model": model, "dataset": dataset,
                   "train": {"epochs": epochs, "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "batch_size": 256}},
-        "grid": {"method": list(cfgmod.parse_value(tuple[str, ...], methods, "methods")),
-                 "mode": ["topk", "sample"],
-                 "density": list(cfgmod.parse_value(tuple[float, ...], densities, "densities")),
-                 "seed": list(cfgmod.parse_value(tuple[int, ...], seeds, "seeds"))},
+        "grids": [{"method": list(cfgmod.parse_value(tuple[str, ...], methods, "methods")),
+                   "mode": ["topk", "sample", "auto"],
+                   "density": list(cfgmod.parse_value(tuple[float, ...], densities, "densities")),
+                   "seed": seed_list},
+                  {"method": ["random"], "density": [1.0], "seed": seed_list}],  # the dense reference
         "device": device,
     }
 

@@ -34,12 +34,16 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines) + "\n"
 
 
-def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows of dicts as an HTML table (cells escaped)."""
+def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, escape: bool = True) -> str:
+    """Rows of dicts as an HTML table (cells escaped unless ``escape=False``: cells already HTML)."""
     if not rows:
         return "<p>(none)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(r.get(c)))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
+
+    def cell(v: Any) -> str:
+        text = format_cell(v)
+        return html.escape(text) if escape else text
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

@@ -89,14 +89,36 @@ def run(config: SketchConfig = SketchConfig()) -> dict[str, Any]:
             for scheme in config.schemes:
                 for budget in config.budgets:
                     mean, half = monte_carlo(A, B, budget, pr, scheme, config.trials, gen)
-                    exact = None if scheme == "exact" else sketch.expected_error(A, B, budget, probs=pr, scheme=scheme)
+                    exact = (None if scheme == "exact" and budget < 2
+                             else sketch.expected_error(A, B, budget, probs=pr, scheme=scheme))
                     rows.append({
                         "case": case, "probs": pname, "scheme": scheme, "budget": budget,
                         "mc_mean": mean, "ci99": half, "exact": exact,
                         "within_ci": None if exact is None else abs(mean - exact) <= half,
                         "relative": mean / norm2,
                     })
-    return {"experiment": "sketch", "config": asdict(config), "rows": rows, "ratios": ratios(rows)}
+    rat = ratios(rows)
+    return {"experiment": "sketch", "config": asdict(config), "rows": rows, "ratios": rat, "reading": reading(rows, rat)}
+
+
+def reading(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the numbers say about SPEC 3.1: formulas vs Monte Carlo, and which choices win."""
+    checked = [r for r in rows if r["exact"] is not None]
+    within = sum(r["within_ci"] for r in checked)
+    uni = [r["vs_optimal"] for r in rat if r["probs"] == "uniform" and r["vs_optimal"]]
+    bonly = [r["vs_optimal"] for r in rat if r["probs"] == "b-only" and r["vs_optimal"]]
+    poisson = [r["vs_iid"] for r in rat if r["scheme"] == "poisson" and r["vs_iid"]]
+    exact = [r["vs_iid"] for r in rat if r["scheme"] == "exact" and r["vs_iid"]]
+
+    def span(v: list[float]) -> str:
+        return f"{min(v):.2f}x to {max(v):.2f}x" if v else "n/a"
+
+    text = (f"Claim (SPEC 3.1): the sketch errors have exact formulas, and probabilities proportional to "
+            f"a_i b_i are optimal. Monte Carlo agrees with the formula in {within} of {len(checked)} cells "
+            f"(99 % intervals: about 1 in 100 misses by chance). Against the optimal probabilities, uniform "
+            f"sampling's error is {span(uni)} and B-only (magnitude) {span(bonly)}. For the same expected "
+            f"number of kept terms, Poisson's error is {span(poisson)} iid's and exact-k's {span(exact)}.")
+    return {"formula_matches": within, "cells": len(checked), "text": text}
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

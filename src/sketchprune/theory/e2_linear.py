@@ -155,7 +155,45 @@ def run(cfg: LinearConfig = LinearConfig()) -> dict[str, Any]:
                         err = sketch.expected_error(Xs, wTs, k, probs=pi, scheme="poisson")
                         sweep.append({"n_over_d": ratio, "init_scale": scale, "rule": rule, "density": dens,
                                       "final_relative": err / ab2 if ab2 else 0.0, "beta": sketch.beta(p0, pT)})
-    return {"experiment": "linear", "config": asdict(cfg), "rows": rows, "sweep": sweep}
+    return {"experiment": "linear", "config": asdict(cfg), "rows": rows, "sweep": sweep,
+            "reading": reading(rows, sweep)}
+
+
+def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the numbers say about SPEC 3.3: the bound, the formula, and when the init mask wins."""
+    holds = min(r["bound_holds"] for r in rows)
+    within = sum(abs(r["final_mc"] - r["final_exact"]) <= r["final_ci99"] for r in rows)
+    by = {(r["rule"], r["density"]): r for r in rows}
+    main = [by[("optimal", d)]["final_exact"] / by[("random", d)]["final_exact"] for (rule, d) in by if rule == "optimal"]
+    retrain = [by[("optimal", d)]["retrain_loss"] / by[("random", d)]["retrain_loss"] for (rule, d) in by
+               if rule == "optimal"]
+    parts = [f"Claims (SPEC 3.3): the init mask's error at the end of training is given exactly by the sketch "
+             f"formula, and the retrained sparse model stays under (||r_T|| + ||X w_T - X D w_T||)^2 on every "
+             f"draw. The bound held on {holds:.0%} of the draws of every cell; Monte Carlo agreed with the "
+             f"formula in {within} of {len(rows)} cells. On this data the init-optimal mask's end-of-training "
+             f"error is {min(main):.2f}x to {max(main):.2f}x random's (below 1: it wins), and after retraining on "
+             f"its support its loss is {min(retrain):.2f}x to {max(retrain):.2f}x random's."]
+    lazy: dict[float, list[float]] = {}
+    if sweep:
+        cell = {(r["n_over_d"], r["init_scale"], r["rule"], r["density"]): r["final_relative"] for r in sweep}
+        for (ratio, scale, rule, d), v in cell.items():
+            if rule == "optimal" and cell[(ratio, scale, "random", d)] > 0:
+                lazy.setdefault(scale, []).append(v / cell[(ratio, scale, "random", d)])
+        summary = "; ".join(f"init scale {s:g}: {_gmean(v):.2f}x (wins in {sum(x < 1 for x in v)} of {len(v)})"
+                            for s, v in sorted(lazy.items()))
+        parts.append(f"Across the sweep over N/d and init scale, the optimal init mask's end error relative to random's "
+                     f"(geometric mean over N/d and densities) is {summary}. A large init scale is the lazy regime "
+                     "(training moves the weights little relative to their size, beta near 1), where the init "
+                     "mask stays near-optimal; a small one is the rich regime, where the weights that matter at the "
+                     "end are not the large ones at the start and the init mask can lose to random.")
+    return {"bound_holds": holds, "formula_matches": within, "cells": len(rows),
+            "optimal_over_random_by_scale": {str(k): _gmean(v) for k, v in lazy.items()}, "text": " ".join(parts)}
+
+
+def _gmean(v: list[float]) -> float:
+    import math
+
+    return math.exp(sum(math.log(x) for x in v) / len(v)) if v else float("nan")
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

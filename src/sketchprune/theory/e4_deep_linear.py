@@ -115,7 +115,24 @@ def run(cfg: DeepLinearConfig = DeepLinearConfig()) -> dict[str, Any]:
                 errs.append(output_error(Ws, [m[str(i)] for i in range(len(Ws))], X))
             rows.append({"density": dens, "source": source, "topk_error": err_top,
                          "sampled_error": sum(errs) / len(errs)})
-    return {"experiment": "deep-linear", "config": asdict(cfg), "rows": rows, "correlations": corr}
+    return {"experiment": "deep-linear", "config": asdict(cfg), "rows": rows, "correlations": corr,
+            "reading": reading(rows, corr, cfg.whiten)}
+
+
+def reading(rows: list[dict[str, Any]], corr: list[dict[str, Any]], whitened: bool) -> dict[str, Any]:
+    """What the numbers say about SPEC 3.2 / 3.5: SynFlow as a sketching score of a deep linear net."""
+    rho = {(c["a"], c["b"]): c["spearman_pooled"] for c in corr}
+    err = {(r["source"], r["density"]): r for r in rows}
+    dens = sorted({r["density"] for r in rows})
+    best_top = [min((s for s, d in err if d == x), key=lambda s: err[(s, x)]["topk_error"]) for x in dens]
+    pairs = ", ".join(f"{a} ~ {b} {v:.3f}" for (a, b), v in rho.items())
+    text = (f"Claims (SPEC 3.2, 3.5): the optimal sketching score of a deep linear network factors into the layer's "
+            f"weight times the norms of the products after and before it, and SynFlow is its data-free L1 analogue. "
+            f"Spearman correlations of the scores: {pairs}{' (data whitened: the optimal score is data-free)' if whitened else ''}. "
+            f"The smallest top-k output error at each density ({', '.join(f'{d:g}' for d in dens)}) comes from: "
+            f"{', '.join(best_top)}.")
+    return {"spearman": {f"{a}~{b}": v for (a, b), v in rho.items()}, "best_topk": dict(zip(map(str, dens), best_top)),
+            "text": text}
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

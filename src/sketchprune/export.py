@@ -1,0 +1,108 @@
+"""From masks to faster inference: CSR sparse Linear layers, and N:M (2:4) projections of any mask.
+
+* :func:`sparse` copies a model whose Linear layers run as CSR sparse products (``torch.sparse``)
+  where that is measured faster on the example batch (by default; the measure is a few timed
+  calls per layer), and stay dense elsewhere: at 10 % density a CSR product is slower than a
+  dense one on the CPU (``benchmarks/bench_speed.py``).
+* :func:`nm_mask` / :func:`project_nm` keep at most N of every M consecutive weights along a
+  layer's input (the reduction dimension), the pattern ``torch.sparse.to_sparse_semi_structured``
+  accelerates on CUDA (2:4); among a group's kept weights the largest magnitudes stay.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import Tensor, nn
+
+from sketchprune.errors import check
+from sketchprune.masks import Masks
+
+
+class SparseLinear(nn.Module):
+    """``y = x W^T + b`` with ``W`` stored as a CSR tensor (inference)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().to_sparse_csr())
+        self.register_buffer("bias", bias.detach().clone() if bias is not None else None)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features)
+        y = torch.sparse.mm(self.weight, flat.t()).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def sparse(model: nn.Module, masks: Masks, *, example: Tensor | None = None, measure: bool = True,
+           repeats: int = 3) -> nn.Module:
+    """A copy of ``model`` (masks applied) whose masked Linear layers are CSR products where faster.
+
+    With ``measure`` (the default) each layer is timed dense and sparse on its input for
+    ``example`` and the faster kept; without it, every masked Linear layer becomes sparse.
+    """
+    check(not measure or example is not None, "sparse(..., measure=True) needs example= (a batch of inputs)")
+    net = copy.deepcopy(model).eval()
+    Masks(dict(masks)).apply(net).remove()  # the pruned weights are zero (the masks stay with the caller)
+    inputs: dict[str, Tensor] = {}
+    if measure:
+        hooks = [m.register_forward_pre_hook(lambda mod, i, name=n: inputs.__setitem__(name, i[0].detach()))
+                 for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+        try:
+            with torch.no_grad():
+                net(example)
+        finally:
+            for h in hooks:
+                h.remove()
+    for name, m in list(net.named_modules()):
+        if not isinstance(m, nn.Linear) or f"{name}.weight" not in masks:
+            continue
+        candidate = SparseLinear(m.weight, m.bias)
+        if measure and _best_of(m, inputs[name], repeats) <= _best_of(candidate, inputs[name], repeats):
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, attr, candidate)
+    return net
+
+
+@torch.no_grad()
+def _best_of(layer: nn.Module, x: Tensor, repeats: int) -> float:
+    layer(x)
+    best = float("inf")
+    for _ in range(repeats):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        layer(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def nm_mask(scores: Tensor, n: int = 2, m: int = 4, keep: Tensor | None = None) -> Tensor:
+    """A bool mask keeping at most ``n`` of every ``m`` consecutive entries along the last flattened
+    dimension (the input of a Linear / Conv weight): the ``n`` largest ``scores`` among ``keep``."""
+    check(1 <= n <= m, f"an N:M pattern needs 1 <= N <= M, got {n}:{m}")
+    shape = scores.shape
+    flat = scores.reshape(shape[0], -1) if scores.dim() > 1 else scores.reshape(1, -1)
+    check(flat.shape[1] % m == 0, f"a layer with {flat.shape[1]} inputs cannot take the {n}:{m} pattern "
+                                  f"(its inputs are not a multiple of {m})")
+    allowed = keep.reshape(flat.shape) if keep is not None else torch.ones_like(flat, dtype=torch.bool)
+    groups = flat.masked_fill(~allowed, float("-inf")).reshape(flat.shape[0], -1, m)
+    top = groups.topk(n, dim=2).indices
+    out = torch.zeros_like(groups, dtype=torch.bool).scatter_(2, top, True)
+    return (out.reshape(flat.shape) & allowed).reshape(shape)
+
+
+def project_nm(masks: Masks, model: nn.Module, n: int = 2, m: int = 4) -> Masks:
+    """``masks`` projected onto the ``n:m`` pattern (largest kept magnitudes of ``model`` first)."""
+    params = dict(model.named_parameters())
+    out = Masks({name: nm_mask(params[name].detach().abs().cpu(), n, m, keep) for name, keep in masks.items()},
+                meta={**masks.meta, "nm": f"{n}:{m}"})
+    out.start_state = masks.start_state
+    return out

@@ -1,0 +1,143 @@
+"""Reports: t intervals, paired differences, the figures and tables, and the page in a real browser."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import statistics
+from pathlib import Path
+
+import pytest
+
+from sketchprune import stats
+from sketchprune.cli import main
+from sketchprune.report import collapse_case, paired_differences, pivot_tables, summarize
+from sketchprune.sweep import collect
+
+SWEEP = """
+fixed: {model: mlp, dataset: digits, model_options: {width: 24},
+        train: {epochs: 2, optimizer: adam, lr: 0.003, weight_decay: 0.0, batch_size: 128}}
+grids:
+  - method: [magnitude, synflow]
+    mode: [topk, sample, auto]
+    compression: [3, 30]
+    seed: [0, 1, 2]
+  - method: [random]
+    density: [1.0]
+    seed: [0, 1, 2]
+"""
+
+
+def test_t_quantiles_match_scipy():
+    from scipy.stats import t
+
+    for df in (1, 2, 4, 9, 29, 30, 31, 45, 100, 1000):
+        assert stats.t975(df) == pytest.approx(t.ppf(0.975, df), abs=1e-3 if df <= 30 else 1e-5)
+
+
+def test_paired_difference_by_hand():
+    a, b = {0: 0.50, 1: 0.60, 2: 0.55, 7: 0.9}, {0: 0.40, 1: 0.45, 2: 0.50}
+    d = stats.paired(a, b)
+    diffs = [0.10, 0.15, 0.05]
+    half = 4.303 * statistics.stdev(diffs) / math.sqrt(3)
+    assert d["pairs"] == 3 and d["diff"] == pytest.approx(0.10) and d["ci"] == pytest.approx(half, rel=1e-6)
+    assert d["verdict"] == (1 if 0.10 - half > 0 else 0)
+    assert stats.paired({0: 0.1}, {1: 0.2}) is None
+    assert stats.paired({0: 0.1, 1: 0.2, 2: 0.15}, {0: 0.3, 1: 0.35, 2: 0.32})["verdict"] == -1
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rep")
+    cfg = root / "s.yaml"
+    cfg.write_text(SWEEP)
+    assert main(["sweep", str(cfg), "--out", str(root / "out"), "--workers", "2"]) == 0
+    return root / "out"
+
+
+def test_summary_and_paired_tables_equal_a_hand_computation(sweep_dir):
+    results = collect(sweep_dir)
+    summary = summarize(results)
+    acc = {}
+    for r in results:
+        c = r["config"]
+        acc.setdefault((c["method"], c["mode"], c["density"]), {})[c["seed"]] = r["final_test_acc"]
+    row = next(r for r in summary if (r["method"], r["mode"]) == ("magnitude", "sample") and r["compression"] > 10)
+    vals = list(acc[("magnitude", "sample", row["density"])].values())
+    assert row["mean"] == pytest.approx(statistics.fmean(vals))
+    assert row["ci95"] == pytest.approx(4.303 * statistics.stdev(vals) / math.sqrt(3))
+    dense = next(r for r in summary if r["method"] == "dense")
+    assert dense["seeds"] == 3 and dense["density"] == 1.0
+    paired = paired_differences(results)
+    p = next(r for r in paired if r["method"] == "synflow" and r["versus"] == "auto - topk" and r["compression"] > 10)
+    a, b = acc[("synflow", "auto", p["density"])], acc[("synflow", "topk", p["density"])]
+    assert p["diff"] == pytest.approx(statistics.fmean([a[s] - b[s] for s in a]))
+    md = pivot_tables(summary, paired, summary[0]["setting"])
+    assert md.count("### ") == 3 and md.count("**") >= 2  # a table per mode, a bold best per column
+
+
+def test_collapse_view_picks_the_case_where_the_modes_differ_most(sweep_dir):
+    results = collect(sweep_dir)
+    setting = summarize(results)[0]["setting"]
+    method, density, modes = collapse_case(results, setting)
+    # recompute the spread of every case by hand: the chosen one has the largest
+    def spread(m, d):
+        fr = {}
+        for r in results:
+            c = r["config"]
+            if (c["method"], c["density"]) == (m, d):
+                fr.setdefault(c["mode"], []).append(r["layer_density"])
+        means = [{n: sum(x[n] for x in v) / len(v) for n in v[0]} for v in fr.values()]
+        return max(abs(math.log10(p[n] + 1e-4) - math.log10(q[n] + 1e-4)) for p in means for q in means for n in p)
+
+    cases = {(r["config"]["method"], r["config"]["density"]) for r in results
+             if r["config"]["density"] < 1 and r["config"]["method"] != "random"}
+    assert spread(method, density) == pytest.approx(max(spread(m, d) for m, d in cases))
+    assert set(modes) == {"topk", "sample", "auto"}
+
+
+def test_report_files_and_figures(sweep_dir, capsys):
+    assert main(["report", str(sweep_dir), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    for key in ("accuracy_png", "differences_png", "collapse_png"):
+        assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (sweep_dir / "report" / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3 * 2 * 3 + 3 and "log10_paths" in rows[0] and "auto_mode" in rows[0]
+    page = Path(rep["files"]["html"]).read_text()
+    assert page.count("data:image/png;base64,") == 3 and "http://" not in page and "https://" not in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render(page: Path, tmp_path: Path) -> tuple[str, str]:
+    """The DOM after load and the browser's log, from headless Chromium (as the env notes start it)."""
+    r = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    return r.stdout, r.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("SKETCHPRUNE_REQUIRE_BROWSER"),
+                    reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_page_renders_in_a_real_browser(sweep_dir, tmp_path):
+    assert CHROMIUM, "chromium is missing: apt-get install chromium (.ci/run does)"
+    main(["report", str(sweep_dir)])
+    dom, log = render(sweep_dir / "report" / "report.html", tmp_path)
+    assert 'data-images="ok"' in dom, "an image did not load"
+    assert "Uncaught" not in log, log[-2000:]
+    # the checks can fail: a broken image and a throwing script are caught
+    bad = tmp_path / "bad.html"
+    bad.write_text((sweep_dir / "report" / "report.html").read_text().replace(
+        "data:image/png;base64,", "data:image/png;base64,AAAA", 1).replace("</body>", "<script>nope();</script></body>"))
+    dom, log = render(bad, tmp_path)
+    assert 'data-images="broken"' in dom and "Uncaught" in log
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", f"--user-data-dir={tmp_path / 'p2'}",
+                    "--window-size=1400,2400", f"--screenshot={tmp_path / 'page.png'}",
+                    (sweep_dir / "report" / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert (tmp_path / "page.png").read_bytes()[:4] == b"\x89PNG"
