@@ -13,7 +13,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils import prune as torch_prune
 
 from sketchprune import models, prune
 

@@ -31,7 +31,7 @@ def test_pruning_tour_runs():
     scope = {"x": x, "y": y}
     code = block('models.create("resnet20")').replace("iterations=100", "iterations=2")
     exec(compile(code, "README.md", "exec"), scope)
-    assert abs(scope["masks"].density() - 0.05) < 1e-3
+    assert abs(scope["masks"].density() - 0.01) < 1e-3 and scope["masks"].meta["auto"]  # the last line: auto
 
 
 def test_adding_a_method_as_shown_works():
@@ -49,3 +49,22 @@ def test_adding_a_method_as_shown_works():
     finally:
         registry._METHODS.clear()
         registry._METHODS.update(before)
+
+
+def test_structured_tour_runs():
+    from sketchprune import models, prune
+
+    torch.manual_seed(0)
+    net = models.create("resnet20", width=8)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    masks = prune(mlp, "magnitude", 0.05)
+    scope = {"net": net, "x": torch.randn(8, 3, 32, 32), "y": torch.randint(0, 10, (8,)), "mlp": mlp,
+             "masks": masks, "batch": torch.randn(16, 64)}
+    exec(compile(block("from sketchprune import prune_units"), "README.md", "exec"), scope)
+    assert scope["small"](scope["x"]).shape == (8, 10)
+    import copy
+
+    masked = copy.deepcopy(mlp)
+    masks.apply(masked).remove()
+    assert torch.allclose(scope["fast"](scope["batch"]), masked(scope["batch"]), atol=1e-5)
+    assert scope["nm"].meta["nm"] == "2:4"

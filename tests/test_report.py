@@ -104,6 +104,8 @@ def test_report_files_and_figures(sweep_dir, capsys):
         assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (sweep_dir / "report" / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 3 * 2 * 3 + 3 and "log10_paths" in rows[0] and "auto_mode" in rows[0]
+    diag = (sweep_dir / "report" / "diagnostics.csv").read_text().splitlines()
+    assert len(diag) == 1 + 2 and diag[0].startswith("setting,compression,runs,rho_min_layer_density")
     page = Path(rep["files"]["html"]).read_text()
     assert page.count("data:image/png;base64,") == 3 and "http://" not in page and "https://" not in page
 
@@ -141,3 +143,27 @@ def test_the_page_renders_in_a_real_browser(sweep_dir, tmp_path):
                     "--window-size=1400,2400", f"--screenshot={tmp_path / 'page.png'}",
                     (sweep_dir / "report" / "report.html").as_uri()], capture_output=True, timeout=120)
     assert (tmp_path / "page.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diagnostic_power_ranks_disconnected_masks_lowest():
+    from sketchprune.report import diagnostic_power
+
+    def row(acc, paths, connected, density=0.1, comp=10.0):
+        return {"setting": "s", "density": density, "compression": comp, "final_test_acc": acc,
+                "min_layer_density": 0.0 if not connected else acc / 10, "log10_paths": paths,
+                "log10_flow": paths, "connected": connected}
+
+    rows = [row(0.1, None, False), row(0.5, 3.0, True), row(0.7, 5.0, True), row(0.9, None, True),  # None: overflow
+            row(0.3, 1.0, True, comp=100.0), row(0.2, 2.0, True, comp=100.0), row(0.9, 0.0, True, density=1.0)]
+    (a, b) = diagnostic_power(rows)  # the dense run (density 1) is left out
+    assert (a["compression"], a["runs"], b["runs"]) == (10.0, 4, 2)
+    assert a["rho_log10_paths"] == pytest.approx(1.0) and a["rho_min_layer_density"] == pytest.approx(1.0)
+    assert b["rho_log10_paths"] == pytest.approx(-1.0)
+    assert (a["disconnected_runs"], a["disconnected_acc"]) == (1, 0.1)
+    assert a["connected_acc"] == pytest.approx((0.5 + 0.7 + 0.9) / 3) and b["disconnected_acc"] is None
+
+
+def test_sign_test_by_hand():
+    assert stats.sign_test(16, 16) == pytest.approx(2**-16)
+    assert stats.sign_test(12, 16) == pytest.approx(sum(math.comb(16, k) for k in range(12, 17)) / 2**16)
+    assert stats.sign_test(0, 5) == 1.0

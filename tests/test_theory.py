@@ -1,4 +1,4 @@
-"""Theory lab (E1-E4, E6): printed numbers equal the JSON, formulas vs Monte Carlo, the paper's claims."""
+"""Theory lab (E1-E4, E6, E7): printed numbers equal the JSON, formulas vs Monte Carlo, the paper's claims."""
 
 import json
 
@@ -10,13 +10,13 @@ from torch import nn
 from sketchprune import SketchpruneError
 from sketchprune.pruning import score
 from sketchprune.cli import main
-from sketchprune.pruning import prunable_parameters
 from sketchprune.tables import format_table
 from sketchprune.theory import e3_data as e3
 from sketchprune.theory import e4_deep_linear as e4
 from sketchprune.theory import e2_linear as e2
 from sketchprune.theory import e6_ntk as e6
 from sketchprune.theory import e1_sketch as e1
+from sketchprune.theory import e7_structured as e7
 from sketchprune.theory.common import load_table, ranks, spearman
 
 SMALL = {
@@ -25,6 +25,7 @@ SMALL = {
     "data": ["--n", "60", "--d", "30"],
     "deep-linear": ["--depth", "3", "--width", "8", "--d-in", "8", "--n", "32", "--draws", "4"],
     "ntk": ["--n", "4", "--width", "8", "--trials", "10"],
+    "structured": ["--n", "32", "--width", "16", "--budgets", "4,8", "--trials", "30"],
 }
 
 
@@ -39,9 +40,39 @@ def test_printed_numbers_equal_json(name, tmp_path, capsys):
     assert on_disk["rows"] == result["rows"]
     # the main table is printed exactly as format_table renders the JSON values
     columns = {"sketch": e1.TABLE_COLUMNS, "linear": e2.TABLE_COLUMNS, "data": e3.TABLE_COLUMNS,
-               "deep-linear": e4.TABLE_COLUMNS, "ntk": e6.TABLE_COLUMNS}[name]
+               "deep-linear": e4.TABLE_COLUMNS, "ntk": e6.TABLE_COLUMNS, "structured": e7.TABLE_COLUMNS}[name]
     assert format_table(result["rows"], columns) in printed
+    # the reading comes last, is the JSON's, and quotes the run's own numbers
+    assert printed.rstrip().endswith(result["reading"]["text"]) and on_disk["reading"] == result["reading"]
     assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_e7_unit_sampling_matches_the_exact_formulas_and_optimal_wins():
+    r = e7.run(e7.StructuredConfig(n=64, width=48, budgets=(4, 12, 24), trials=600))
+    for row in r["rows"]:  # 4.5 standard errors: a miss by chance is below 1e-5 per cell
+        assert abs(row["mc_mean"] - row["exact"]) <= 4.5 * row["ci99"] / 2.576, row
+    err = {(x["probs"], x["scheme"], x["units"]): x["exact"] for x in r["rows"]}
+    for (_, scheme, k) in [key for key in err if key[0] == "optimal" and key[1] == "iid"]:
+        assert err[("optimal", scheme, k)] <= min(err[("uniform", scheme, k)], err[("l1", scheme, k)])  # DKM
+    assert r["reading"]["cells"] == len(r["rows"]) and f"{r['reading']['formula_matches']} of" in r["reading"]["text"]
+
+
+def test_e7_formula_misses_a_planted_error():
+    # the comparison can fail: a formula off by 10 % is outside the interval in most cells
+    r = e7.run(e7.StructuredConfig(n=64, width=48, budgets=(12,), trials=600))
+    assert sum(abs(x["mc_mean"] - 1.1 * x["exact"]) > 4.5 * x["ci99"] / 2.576 for x in r["rows"]) >= 5
+
+
+def test_e2_reading_says_when_the_init_mask_wins():
+    kw = dict(draws=2, steps=100, ratios=(0.5, 1.0, 2.0), scales=(0.1, 10.0), densities=(0.1, 0.3))  # 6 cells a scale
+    by_norm = e2.run(e2.LinearConfig(**kw))["reading"]
+    equal = e2.run(e2.LinearConfig(contributions="equal", **kw))["reading"]
+    a, b = by_norm["trained_optimal_over_random_by_scale"], equal["trained_optimal_over_random_by_scale"]
+    # a target that grows with the feature norms: the init-optimal mask trains to a lower loss than random's;
+    # every feature alike: no real advantage (a tie within noise)
+    assert max(a.values()) < 0.85 and min(b.values()) > 0.85
+    assert "it beats random at init scale 0.1; beats random at init scale 10" in by_norm["text"]
+    assert "beats" not in equal["text"].split("sign test")[1].split(".")[0]
 
 
 def test_e2_formulas_match_monte_carlo_and_bound_holds_on_every_draw():

@@ -1,7 +1,7 @@
 """sketchprune: pruning at initialization seen as sketching for approximate matrix multiplication.
 
 The data flow is scores (:mod:`sketchprune.methods`) -> :func:`select` -> :class:`Masks` ->
-``Masks.apply`` -> train -> results -> report. Submodules (``sketchprune.models``, ``data``,
+``Masks.apply`` -> train -> results -> report; :func:`prune_units` removes whole units instead. Submodules (``sketchprune.models``, ``data``,
 ``sketch``, ``methods``, ...) load on first use: ``import sketchprune as sp; sp.models.create(...)``.
 """
 
@@ -16,11 +16,13 @@ from sketchprune.errors import SketchpruneError
 from sketchprune.masks import Masks
 from sketchprune.pruning import prune
 from sketchprune.selection import select
+from sketchprune.structured import prune_units
 
-__all__ = ["Masks", "SketchpruneError", "prune", "select", "__version__"]
+__all__ = ["Masks", "SketchpruneError", "prune", "prune_units", "select", "__version__"]
 
-_SUBMODULES = {"atomic", "config", "data", "experiment", "masks", "matmul_conv", "methods", "models", "pruning",
-               "report", "sampling", "seeding", "selection", "sketch", "sweep", "tables", "theory", "topk", "train"}
+_SUBMODULES = {"atomic", "auto", "config", "data", "diagnostics", "experiment", "export", "masks", "matmul_conv",
+               "methods", "models", "pruning", "report", "sampling", "seeding", "selection", "sketch", "stats",
+               "structured", "sweep", "tables", "theory", "topk", "train"}
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.errors import check
+from sketchprune.hooks import forward_hooks
 from sketchprune.masks import Masks
 
 
@@ -50,14 +51,10 @@ def sparse(model: nn.Module, masks: Masks, *, example: Tensor | None = None, mea
     Masks(dict(masks)).apply(net).remove()  # the pruned weights are zero (the masks stay with the caller)
     inputs: dict[str, Tensor] = {}
     if measure:
-        hooks = [m.register_forward_pre_hook(lambda mod, i, name=n: inputs.__setitem__(name, i[0].detach()))
-                 for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-        try:
-            with torch.no_grad():
-                net(example)
-        finally:
-            for h in hooks:
-                h.remove()
+        linear = {m: n for n, m in net.named_modules() if isinstance(m, nn.Linear)}
+        with forward_hooks(linear, lambda m, i: inputs.__setitem__(linear[m], i[0].detach()), pre=True), \
+                torch.no_grad():
+            net(example)
     for name, m in list(net.named_modules()):
         if not isinstance(m, nn.Linear) or f"{name}.weight" not in masks:
             continue

@@ -3,8 +3,9 @@
 Under ``FOLDER/report``: ``results.csv`` (one row per run: the data, long format), ``summary.csv``
 (per setting x method x mode x compression: mean, 95 % t interval, seeds), ``paired.csv``
 (sample - top-k and auto - top-k per method and compression over the seeds both have, with their
-95 % interval and a verdict only where it excludes 0), ``pivot.md`` (methods x compression per
-mode, best in bold, significant differences to top-k marked), and the figures:
+95 % interval and a verdict only where it excludes 0), ``diagnostics.csv`` (per compression: how
+well each mask diagnostic at init predicts the final accuracy), ``pivot.md`` (methods x
+compression per mode, best in bold, significant differences to top-k marked), and the figures:
 
 * ``accuracy.png``: small multiples, one panel per method: top-k, sample and auto (mean and 95 %
   band over seeds) against the compression ratio (log10, the data's range), with the dense model;
@@ -126,6 +127,42 @@ def paired_differences(results: list[dict[str, Any]], metric: str = "final_test_
     return rows
 
 
+DIAGNOSTICS = ("min_layer_density", "log10_paths", "log10_flow")
+
+
+def diagnostic_power(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which mask diagnostic at init predicts the accuracy after training: per setting and compression,
+    over every pruned run that has diagnostics, the Spearman correlation of each diagnostic with the
+    final accuracy (a disconnected mask counts as the lowest path count and flow, an overflow as the
+    highest), and the mean accuracy of connected and disconnected masks."""
+    import torch
+
+    from sketchprune.stats import spearman
+
+    def value(r: dict[str, Any], key: str) -> float:
+        v = r[key]
+        if v is None:
+            return -math.inf if not r["connected"] else math.inf
+        return float(v)
+
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["density"] < 1 and r["connected"] is not None:
+            groups[(r["setting"], round(r["compression"], 4))].append(r)
+    out = []
+    for (setting, comp), runs in sorted(groups.items()):
+        acc = torch.tensor([r["final_test_acc"] for r in runs], dtype=torch.float64)
+        row: dict[str, Any] = {"setting": setting, "compression": comp, "runs": len(runs)}
+        for key in DIAGNOSTICS:
+            row[f"rho_{key}"] = spearman(torch.tensor([value(r, key) for r in runs], dtype=torch.float64), acc)
+        for label, want in (("connected", True), ("disconnected", False)):
+            sel = [r["final_test_acc"] for r in runs if bool(r["connected"]) is want]
+            row[f"{label}_runs"] = len(sel)
+            row[f"{label}_acc"] = statistics.fmean(sel) if sel else None
+        out.append(row)
+    return out
+
+
 def _dense(summary: list[dict[str, Any]], setting: str) -> dict[str, Any] | None:
     return next((r for r in summary if r["setting"] == setting and r["method"] == "dense"), None)
 
@@ -140,14 +177,11 @@ def _method_order(methods_present: set[str]) -> list[str]:
 def small_multiples(summary: list[dict[str, Any]], setting: str, path: str | Path) -> Path:
     """One panel per method: top-k / sample / auto (mean and 95 % band) vs compression, with the dense model."""
     from sketchprune.atomic import save_figure
-    from sketchprune.plotting import plt
 
     rows = [r for r in summary if r["setting"] == setting and r["method"] != "dense"]
     names = _method_order({r["method"] for r in rows})
     xs = [math.log10(r["compression"]) for r in rows]
-    cols = min(4, len(names))
-    nrows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.7 * nrows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = _panels(len(names), 2.7)
     dense = _dense(summary, setting)
     for ax, method in zip(axes.flat, names):
         if dense is not None:
@@ -165,16 +199,30 @@ def small_multiples(summary: list[dict[str, Any]], setting: str, path: str | Pat
             h = [r["ci95"] if math.isfinite(r["ci95"]) else 0.0 for r in line]
             ax.plot(x, m, ls=ls, marker="o", ms=2.5, color=color, label=mode)
             ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)], color=color, alpha=0.15)
-        ax.set_title(method, fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("compression (log10)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy")
+    _label_panels(axes, names, "test accuracy")
     pad = 0.1
     axes[0][0].set_xlim(min(xs) - pad, max(xs) + pad)
     _legend_and_title(fig, axes, len(names), setting)
     return save_figure(fig, path)
+
+
+def _panels(count: int, height: float) -> tuple[Any, Any]:
+    """A grid of up to 4 columns with shared axes, for ``count`` panels (and a spare for the legend)."""
+    from sketchprune.plotting import plt
+
+    cols = min(4, max(1, count))
+    rows = max(1, math.ceil(count / cols))
+    return plt.subplots(rows, cols, figsize=(3.4 * cols, height * rows), sharex=True, sharey=True, squeeze=False)
+
+
+def _label_panels(axes: Any, titles: list[str], ylabel: str) -> None:
+    for ax, title in zip(axes.flat, titles):
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("compression (log10)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
 
 
 def _legend_and_title(fig: Any, axes: Any, used: int, title: str) -> None:
@@ -201,13 +249,10 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
     """Per method: sample - top-k and auto - top-k (mean, 95 % interval) vs compression; filled markers
     where the interval excludes zero."""
     from sketchprune.atomic import save_figure
-    from sketchprune.plotting import plt
 
     rows = [r for r in paired if r["setting"] == setting]
     names = _method_order({r["method"] for r in rows})
-    cols = min(4, max(1, len(names)))
-    nrows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.5 * nrows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = _panels(len(names), 2.5)
     for ax, method in zip(axes.flat, names):
         ax.axhline(0, color="0.3", lw=1)
         for versus, mode in (("sample - topk", "sample"), ("auto - topk", "auto")):
@@ -224,12 +269,7 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
                             mfc=color if r["verdict"] else "white")
             ax.plot([math.log10(r["compression"]) + shift for r in line], [r["diff"] for r in line], color=color,
                     lw=0.8, alpha=0.6, label=versus)
-        ax.set_title(method, fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes[-1]:
-        ax.set_xlabel("compression (log10)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy difference")
+    _label_panels(axes, names, "accuracy difference")
     _legend_and_title(fig, axes, len(names), f"{setting}: paired differences over seeds "
                                              "(filled: the 95 % interval excludes 0)")
     return save_figure(fig, path)
@@ -327,6 +367,10 @@ def pivot_tables(summary: list[dict[str, Any]], paired: list[dict[str, Any]], se
     return "\n".join(out)
 
 
+DIAGNOSTICS_NOTE = ("Per compression, over every pruned run: the Spearman correlation of each diagnostic with the "
+                    "final test accuracy (rho), and the mean accuracy of connected and disconnected masks.")
+
+
 def _self_check_script() -> str:
     """A script that records on the page whether every image loaded (read by the browser test)."""
     return ("<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"
@@ -347,12 +391,16 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     rows = [flat_row(r) for r in results]
     summary = summarize(results)
     paired = paired_differences(results)
+    power = diagnostic_power(rows)
     files: dict[str, Path] = {
         "results_csv": write_csv(out / "results.csv", rows, RESULT_COLUMNS),
         "summary_csv": write_csv(out / "summary.csv", summary),
         "paired_csv": write_csv(out / "paired.csv", paired,
                                 ["setting", "method", "versus", "density", "compression", "diff", "ci", "lo", "hi",
                                  "pairs", "verdict"]),
+        "diagnostics_csv": write_csv(out / "diagnostics.csv", power,
+                                     ["setting", "compression", "runs"] + [f"rho_{k}" for k in DIAGNOSTICS]
+                                     + ["connected_runs", "connected_acc", "disconnected_runs", "disconnected_acc"]),
     }
     settings = sorted({r["setting"] for r in summary})
     sections, pivots = [], []
@@ -383,7 +431,9 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
         "img{max-width:100%}figure{margin:1em 0}</style></head><body>"
         f"<h1>sketchprune report: {html.escape(str(root))}</h1><p>{len(results)} runs. {html.escape(legend)}</p>"
         + "".join(sections)
-        + f"<h2>Paired differences</h2>{html_table(paired)}<h2>All runs</h2>{html_table(rows, RESULT_COLUMNS)}"
+        + f"<h2>Paired differences</h2>{html_table(paired)}"
+        + f"<h2>Mask diagnostics at init against the final accuracy</h2><p>{html.escape(DIAGNOSTICS_NOTE)}</p>"
+        + f"{html_table(power)}<h2>All runs</h2>{html_table(rows, RESULT_COLUMNS)}"
         + _self_check_script() + "</body></html>"
     )
     files["html"] = write_text(out / "report.html", page)

@@ -1,10 +1,14 @@
-"""Statistics of run results: means with t confidence intervals and paired differences over seeds."""
+"""Statistics of run results: means with t confidence intervals, paired differences over seeds, and
+Spearman rank correlations."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Sequence
+
+import torch
+from torch import Tensor
 
 # two-sided 95 % quantiles of Student's t, t_{0.975, df}, for df = 1 .. 30 (beyond: the Cornish-Fisher
 # expansion in 1/df around the normal quantile, within 1e-5 from df = 30 on)
@@ -43,3 +47,30 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float] | None:
     m, h = mean_ci(d)
     lo, hi = m - h, m + h
     return {"diff": m, "ci": h, "lo": lo, "hi": hi, "pairs": len(d), "verdict": 1 if lo > 0 else -1 if hi < 0 else 0}
+
+
+def sign_test(wins: int, n: int) -> float:
+    """One-sided p-value of ``wins`` or more successes out of ``n`` fair coin flips (the sign test)."""
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
+def ranks(x: Tensor) -> Tensor:
+    """Average ranks (1-based) of a 1-D tensor, ties sharing their mean rank."""
+    x = x.double().reshape(-1)
+    order = torch.argsort(x, stable=True)
+    r = torch.empty_like(x)
+    r[order] = torch.arange(1, x.numel() + 1, dtype=torch.float64)
+    uniq, inv = torch.unique(x, return_inverse=True)
+    if uniq.numel() < x.numel():  # average the ranks within ties
+        sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, r)
+        counts = torch.bincount(inv, minlength=uniq.numel()).double()
+        r = (sums / counts)[inv]
+    return r
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman rank correlation of two equally long tensors (0 when either is constant)."""
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else 0.0

@@ -30,7 +30,6 @@ initialization; training then starts from those larger weights.
 from __future__ import annotations
 
 import copy
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from sketchprune import seeding
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.hooks import forward_hooks
 from sketchprune.selection import budget, select
 
 UNIT_METHODS = ("sketch", "l1", "random", "3sp", "synflow")
@@ -170,13 +170,8 @@ def _sketch_scores(net, groups, batches, input_shape, generator) -> list[Tensor]
         dims = [0] + list(range(2, h.dim()))  # batch and positions: one norm per input feature / channel
         norms[module] = norms.get(module, 0) + h.double().pow(2).sum(dims)
 
-    hooks = [m.register_forward_pre_hook(record) for m in net.modules() if isinstance(m, LAYERS)]
-    try:
-        with torch.no_grad():
-            net(x.to(next(net.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks(_layers(net), record, pre=True), torch.no_grad():
+        net(x.to(next(net.parameters()).device))
 
     def consumer(layer, idxs, out_side):
         if out_side:
@@ -209,8 +204,7 @@ def _gate_scores(net, groups, method, batches, input_shape) -> list[Tensor]:
 
     roots = {mods[dep.target.module] for g in groups for dep, _ in g
              if dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)}
-    hooks = [m.register_forward_hook(keep_output) for m in roots]
-    try:
+    with forward_hooks(roots, keep_output):
         if method == "synflow":
             R = work(torch.ones((1, *input_shape), dtype=torch.float64, device=next(work.parameters()).device)).sum()
             R.backward()
@@ -220,9 +214,6 @@ def _gate_scores(net, groups, method, batches, input_shape) -> list[Tensor]:
                 for m, o in outs.items():
                     dims = [0] + list(range(2, o.dim()))
                     saliency[m] = saliency.get(m, 0) + (o.detach() * o.grad).double().sum(dims)
-    finally:
-        for h in hooks:
-            h.remove()
     if method == "synflow":
         for m, o in outs.items():
             dims = [0] + list(range(2, o.dim()))
@@ -308,13 +299,8 @@ def _rescale(groups, scores: list[Tensor], kept: list[Tensor], power: float) -> 
 def _output_layers(net: nn.Module, example: Tensor) -> list[nn.Module]:
     """The Linear/Conv layers run last in the forward (whose units are the network's outputs)."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in net.modules() if isinstance(m, LAYERS)]
-    try:
-        with torch.no_grad():
-            net(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks(_layers(net), lambda m, i, o: order.append(m)), torch.no_grad():
+        net(example)
     check(bool(order), "the model has no Linear/Conv layer to prune")
     return [order[-1]]
 
@@ -329,17 +315,16 @@ def _layer_macs(model: nn.Module, example: Tensor, per_module: bool = False) -> 
         positions = output[0, 0].numel() if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else 1
         macs[module] = float(w.numel() * positions)
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, LAYERS)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks(_layers(model), count), torch.no_grad():
+        model(example)
     if per_module:
         return defaultdict(float, macs)
     names = {m: n for n, m in model.named_modules()}
     return {f"{names[m]}.weight" if names[m] else "weight": v for m, v in macs.items()}
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, LAYERS)]
 
 
 def _translate(model: nn.Module, net: nn.Module, modules: Iterable[nn.Module]) -> list[nn.Module]:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from sketchprune.config import setting
 from sketchprune.errors import check
+from sketchprune.hooks import forward_hooks
 from sketchprune.methods.registry import Context, Scores, register
 
 
@@ -42,24 +43,17 @@ def sketch_scores(ctx: Context) -> Scores:
             owner[f"{mname}.weight" if mname else "weight"] = m
     in_norm2: dict[str, Tensor] = {}
     outs: dict[str, Tensor] = {}
-    hooks = []
-    for name, m in owner.items():
-        if name not in ctx.params:
-            continue
+    names = {m: name for name, m in owner.items() if name in ctx.params}
 
-        def hook(mod, inp, out, name=name):
-            in_norm2[name] = _input_feature_norm2(mod, inp[0].detach())
-            out.retain_grad()
-            outs[name] = out
+    def hook(mod, inp, out) -> None:
+        in_norm2[names[mod]] = _input_feature_norm2(mod, inp[0].detach())
+        out.retain_grad()
+        outs[names[mod]] = out
 
-        hooks.append(m.register_forward_hook(hook))
-    try:
+    with forward_hooks(names, hook):
         y = model(x)
         v = torch.randn(y.shape, generator=ctx.generator).to(y)
         (y * v).sum().backward()
-    finally:
-        for h in hooks:
-            h.remove()
     scores = {}
     for name, p in ctx.params.items():
         w = p.detach().abs()

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.stats import ranks, spearman  # noqa: F401  (the theory modules import them from here)
 
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 
@@ -21,28 +22,6 @@ def mc_summary(values: list[float] | Tensor) -> tuple[float, float]:
     if v.numel() < 2:
         return float(v.mean()), math.inf
     return float(v.mean()), Z99 * float(v.std()) / math.sqrt(v.numel())
-
-
-def ranks(x: Tensor) -> Tensor:
-    """Average ranks (1-based) of a 1-D tensor, ties sharing their mean rank."""
-    x = x.double().reshape(-1)
-    order = torch.argsort(x, stable=True)
-    r = torch.empty_like(x)
-    r[order] = torch.arange(1, x.numel() + 1, dtype=torch.float64)
-    uniq, inv = torch.unique(x, return_inverse=True)
-    if uniq.numel() < x.numel():  # average the ranks within ties
-        sums = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, r)
-        counts = torch.bincount(inv, minlength=uniq.numel()).double()
-        r = (sums / counts)[inv]
-    return r
-
-
-def spearman(a: Tensor, b: Tensor) -> float:
-    """Spearman rank correlation of two equally long tensors."""
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / den if den > 0 else 0.0
 
 
 def jaccard(a: Tensor, b: Tensor) -> float:
@@ -125,9 +104,21 @@ def _read_npz_table(path: Path, ykey: str) -> tuple[np.ndarray, np.ndarray, str]
     return X.astype(np.float64), y.astype(np.float64), ykey
 
 
-def synthetic_regression(n: int, d: int, generator: torch.Generator, noise: float = 0.1) -> tuple[Tensor, Tensor]:
-    """``X`` with log-normal column scales (so feature norms differ) and ``y = X w* + noise``."""
-    scales = torch.exp(torch.randn(d, generator=generator, dtype=torch.float64))
+CONTRIBUTIONS = ("by-norm", "equal")
+
+
+def synthetic_regression(n: int, d: int, generator: torch.Generator, noise: float = 0.1, spread: float = 1.0,
+                         contributions: str = "by-norm") -> tuple[Tensor, Tensor]:
+    """``X`` with log-normal column scales ``exp(spread * N(0, 1))`` and ``y = X w* + noise``.
+
+    ``contributions="by-norm"``: ``w* ~ N(0, 1)``, so a feature's share of ``y`` grows with its
+    norm and the features that matter at the end are the large ones (the pruning rules can
+    differ); ``"equal"``: ``w* ~ N(0, 1) / scale``, every feature contributes alike whatever its
+    norm (the rules can only tie, or the init rule loses). ``spread=0`` gives isotropic features.
+    """
+    scales = torch.exp(spread * torch.randn(d, generator=generator, dtype=torch.float64))
     X = torch.randn(n, d, generator=generator, dtype=torch.float64) * scales
-    w_star = torch.randn(d, generator=generator, dtype=torch.float64) / scales
+    w_star = torch.randn(d, generator=generator, dtype=torch.float64)
+    if contributions == "equal":
+        w_star = w_star / scales
     return X, X @ w_star + noise * torch.randn(n, generator=generator, dtype=torch.float64)
