@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || { make .venv/.installed >/dev/null && PY=.venv/bin/python; }
+command -v "$PY" >/dev/null || { make .venv/.installed >/dev/null && PY=.venv/bin/python; }
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: run this on a GPU machine'"
 echo "== CUDA-marked tests"
 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests

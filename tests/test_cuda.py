@@ -61,3 +61,22 @@ def test_two_four_projection_runs_semi_structured():
     x = torch.randn(128, 64, device="cuda", dtype=torch.float16)
     dense = (w * keep) @ x
     assert torch.allclose(to_sparse_semi_structured(w * keep) @ x, dense, atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("method", [n for n in __import__("sketchprune").methods.names()
+                                    if __import__("sketchprune").methods.get(n).kind != "train"])
+def test_every_method_prunes_on_the_device_with_exact_counts_and_the_seed(method):
+    from sketchprune import methods
+
+    torch.manual_seed(0)
+    model = models.create("resnet20").cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batches = [(torch.randn(16, 3, 32, 32, device="cuda", generator=g),
+                torch.randint(0, 10, (16,), device="cuda", generator=g)) for _ in range(2)]
+    mode = "sample" if methods.get(method).kind == "score" else "topk"
+    run = lambda: prune(model, method, 0.05, mode=mode, data=batches, seed=3)  # noqa: E731
+    a, b = run(), run()
+    counts = a.counts().values()
+    assert sum(k for k, _ in counts) == round(0.05 * sum(t for _, t in counts))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters()), "pruning changed the model's weights"

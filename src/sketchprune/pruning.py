@@ -290,7 +290,7 @@ def prune(
     copied = spec.copies or rounds > 1
     work = copy.deepcopy(model) if copied else model
     work_params = _same_names(work, params) if copied else params
-    with scoring_state(work, train=opts.train_mode, restore=not copied):
+    with scoring_state(work, train=opts.train_mode, restore=not copied), deterministic_kernels():
         ctx = methods.Context(spec, work, work_params, method_options, generator, batches, input_shape,
                               budget=budget(density, total), density=density, trainer=trainer)
         if spec.kind == "score":
@@ -458,6 +458,18 @@ def _built_masks(ctx: methods.Context, masks: Mapping[str, Tensor], mode: str) -
     check(kept == ctx.budget or (mode == "sample" and ctx.method.sampling),
           f"method {name!r} kept {kept} weights instead of {ctx.budget}; a mask method keeps exactly the budget")
     return out
+
+
+@contextlib.contextmanager
+def deterministic_kernels() -> Iterator[None]:
+    """cuDNN's deterministic kernels while scoring (put back afterwards): on a GPU, its default
+    convolution backward adds in a varying order, and the same seed would give different masks."""
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 @contextlib.contextmanager

@@ -178,7 +178,7 @@ def _sketch_scores(net, groups, batches, input_shape, generator) -> list[Tensor]
             return None
         w = layer.weight.detach().double()
         col = w.transpose(0, 1).reshape(w.shape[1], -1).pow(2).sum(1)  # ||W[:, j]||^2 per input feature j
-        return col[idxs] * norms[layer].cpu()[idxs]
+        return col[idxs] * norms[layer].to(col.device)[idxs]
 
     return [_reduce(g, consumer).sqrt() for g in groups]
 
