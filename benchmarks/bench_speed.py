@@ -8,7 +8,7 @@
   matmul against ``sketchprune.export.sparse`` (CSR), batch 128.
 * 2:4 (CUDA only): ``to_sparse_semi_structured`` against dense on the same layer.
 
-Run: ``python benchmarks/bench_speed.py [--device cuda] [--repeats 5] [--parts structured,csr,nm]``.
+Run: ``python benchmarks/bench_speed.py [--device cuda] [--repeats 20] [--parts structured,csr,nm]``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def nm(device, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--parts", default="structured,csr,nm")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
