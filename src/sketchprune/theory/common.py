@@ -24,6 +24,11 @@ def mc_summary(values: list[float] | Tensor) -> tuple[float, float]:
     return float(v.mean()), Z99 * float(v.std()) / math.sqrt(v.numel())
 
 
+def span(values: list[float], digits: int = 2, unit: str = "x") -> str:
+    """'min to max' of a reading's ratios, e.g. '1.04x to 589.62x' ('n/a' when there are none)."""
+    return f"{min(values):.{digits}f}{unit} to {max(values):.{digits}f}{unit}" if values else "n/a"
+
+
 def jaccard(a: Tensor, b: Tensor) -> float:
     """|a ∩ b| / |a ∪ b| of two boolean masks."""
     union = int((a | b).sum())

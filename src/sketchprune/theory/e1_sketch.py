@@ -17,7 +17,7 @@ import torch
 from sketchprune import sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
-from sketchprune.theory.common import mc_summary
+from sketchprune.theory.common import mc_summary, span
 PROBS = ("uniform", "optimal", "b-only")
 SCHEMES = ("iid", "poisson", "exact")
 CASES = ("gaussian", "heavy")
@@ -109,9 +109,6 @@ def reading(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> dict[str, 
     bonly = [r["vs_optimal"] for r in rat if r["probs"] == "b-only" and r["vs_optimal"]]
     poisson = [r["vs_iid"] for r in rat if r["scheme"] == "poisson" and r["vs_iid"]]
     exact = [r["vs_iid"] for r in rat if r["scheme"] == "exact" and r["vs_iid"]]
-
-    def span(v: list[float]) -> str:
-        return f"{min(v):.2f}x to {max(v):.2f}x" if v else "n/a"
 
     text = (f"Claim (SPEC 3.1): the sketch errors have exact formulas, and probabilities proportional to "
             f"a_i b_i are optimal. Monte Carlo agrees with the formula in {within} of {len(checked)} cells "

@@ -31,7 +31,7 @@ from sketchprune import sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.stats import sign_test
-from sketchprune.theory.common import CONTRIBUTIONS, load_table, mc_summary, synthetic_regression
+from sketchprune.theory.common import CONTRIBUTIONS, load_table, mc_summary, span, synthetic_regression
 
 RULES = ("optimal", "magnitude", "random")
 SWEEP_DRAWS = 10  # masks per sweep cell whose sparse model is trained
@@ -193,8 +193,8 @@ def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str
              f"formula, and the retrained sparse model stays under (||r_T|| + ||X w_T - X D w_T||)^2 on every "
              f"draw. The bound held on {holds:.0%} of the draws of every cell; Monte Carlo agreed with the "
              f"formula in {within} of {len(rows)} cells. On this data the init-optimal mask's end-of-training "
-             f"error is {min(main):.2f}x to {max(main):.2f}x random's (below 1: it wins), and after retraining on "
-             f"its support its loss is {min(retrain):.2f}x to {max(retrain):.2f}x random's."]
+             f"error is {span(main)} random's (below 1: it wins), and after retraining on "
+             f"its support its loss is {span(retrain)} random's."]
     trained: dict[float, list[float]] = {}
     rescaled: dict[float, list[float]] = {}
     moved: dict[float, list[float]] = {}

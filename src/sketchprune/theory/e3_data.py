@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import select, sketch
-from sketchprune.theory.common import jaccard
+from sketchprune.theory.common import jaccard, span
 from sketchprune.theory.e2_linear import RULES, LinearConfig, _covering, dataset, rule_probs
 
 DataConfig = LinearConfig  # same data and density flags
@@ -66,10 +66,9 @@ def reading(rows: list[dict[str, Any]], probs_rows: list[dict[str, Any]]) -> dic
     text = (f"Claim (SPEC 3.4): with standardized features the optimal probabilities are magnitude's, so no data is "
             f"needed. Total-variation distance between magnitude and optimal probabilities: {tv['raw']:.3f} on the "
             f"raw features, {tv['standardized']:.2e} standardized. Magnitude's sketch error is "
-            f"{min(ratio['raw']):.2f}x to {max(ratio['raw']):.2f}x the optimal one on raw features and "
-            f"{min(ratio['standardized']):.3f}x to {max(ratio['standardized']):.3f}x standardized; the top-k masks "
-            f"overlap {min(overlap['raw']):.2f} to {max(overlap['raw']):.2f} (Jaccard) raw and "
-            f"{min(overlap['standardized']):.2f} to {max(overlap['standardized']):.2f} standardized.")
+            f"{span(ratio['raw'])} the optimal one on raw features and {span(ratio['standardized'], 3)} "
+            f"standardized; the top-k masks overlap {span(overlap['raw'], unit='')} (Jaccard) raw and "
+            f"{span(overlap['standardized'], unit='')} standardized.")
     return {"tv_raw": tv["raw"], "tv_standardized": tv["standardized"], "text": text}
 
 

@@ -20,7 +20,7 @@ from torch.func import functional_call, jacrev
 from sketchprune import select, sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
-from sketchprune.theory.common import load_table, mc_summary
+from sketchprune.theory.common import load_table, mc_summary, span
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def reading(rows: list[dict[str, Any]]) -> dict[str, Any]:
     text = (f"Claim (SPEC 3.7): pruning parameters samples the Jacobian's columns, with the kernel error "
             f"(trace^2 - ||Theta||^2)/c for the optimal iid sampling. Monte Carlo agrees with the formula in "
             f"{within} of {len(sampled)} cells. Over densities {', '.join(f'{d:g}' for d in dens)}, top-k by column "
-            f"norm has {min(top_vs):.2f}x to {max(top_vs):.2f}x the optimal sampled error (below 1: top-k is better "
-            f"for the kernel), and uniform sampling {min(uni_vs):.2f}x to {max(uni_vs):.2f}x.")
+            f"norm has {span(top_vs)} the optimal sampled error (below 1: top-k is better "
+            f"for the kernel), and uniform sampling {span(uni_vs)}.")
     return {"formula_matches": within, "cells": len(sampled), "text": text}
 
 

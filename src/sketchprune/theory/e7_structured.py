@@ -20,7 +20,7 @@ import torch
 from sketchprune import sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
-from sketchprune.theory.common import mc_summary
+from sketchprune.theory.common import mc_summary, span
 
 PROBS = ("optimal", "uniform", "l1")
 SCHEMES = ("iid", "poisson", "exact")
@@ -99,9 +99,8 @@ def reading(rows: list[dict[str, Any]]) -> dict[str, Any]:
     text = (f"Claim (SPEC 3.8): keeping hidden units is column sampling, with the exact errors of SPEC 3.1. "
             f"Monte Carlo agrees with the formula in {within} of {len(rows)} cells (99 % intervals; about 1 in "
             f"100 may miss by chance). The optimal unit probabilities give the smallest error in {len(wins)} "
-            f"of {len(ratio_uniform)} (scheme, budget) cells: uniform is {min(ratio_uniform):.2f}x to "
-            f"{max(ratio_uniform):.2f}x worse, the L1 filter norm {min(ratio_l1):.2f}x to {max(ratio_l1):.2f}x. "
-            f"Poisson sampling's error is {min(poisson_vs_iid):.2f}x to {max(poisson_vs_iid):.2f}x iid's for the "
+            f"of {len(ratio_uniform)} (scheme, budget) cells: uniform is {span(ratio_uniform)} worse, the L1 "
+            f"filter norm {span(ratio_l1)}. Poisson sampling's error is {span(poisson_vs_iid)} iid's for the "
             "same expected number of units.")
     return {"formula_matches": within, "cells": len(rows), "optimal_wins": len(wins), "text": text}
 
