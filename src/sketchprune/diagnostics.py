@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sketchprune.methods.registry import make_absolute
+
 
 def mask_diagnostics(model: nn.Module, masks: Mapping[str, Tensor], input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The diagnostics of ``masks`` on ``model`` (left as it was)."""
@@ -38,19 +40,13 @@ def mask_diagnostics(model: nn.Module, masks: Mapping[str, Tensor], input_shape:
 @torch.no_grad()
 def _log10_output(model: nn.Module, masks: Mapping[str, Tensor], input_shape: tuple[int, ...], unit: bool
                   ) -> float | None:
-    net = copy.deepcopy(model).double().eval()
-    params = dict(net.named_parameters())
-    for name, p in params.items():
+    net = make_absolute(copy.deepcopy(model).double().eval())
+    for name, p in net.named_parameters():
         if name in masks:
             keep = masks[name].to(p.device, torch.float64)
-            p.copy_(keep if unit else p.abs() * keep)
+            p.copy_(keep if unit else p * keep)
         elif name.endswith("bias"):
             p.zero_()
-        else:
-            p.abs_()
-    for b in net.buffers():
-        if b.is_floating_point():
-            b.abs_()
     R = float(net(torch.ones((1, *input_shape), dtype=torch.float64)).sum())
     if not math.isfinite(R):
         return None

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from sketchprune import seeding
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.hooks import forward_hooks
+from sketchprune.methods.registry import make_absolute
 from sketchprune.selection import budget, select
 
 UNIT_METHODS = ("sketch", "l1", "random", "3sp", "synflow")
@@ -94,12 +95,7 @@ def prune_units(model: nn.Module, method: str, keep: float, *, mode: str = "topk
     kept = choose(fraction)
     if rescale:
         _rescale(groups, scores, kept, power)
-    for group, k in zip(groups, kept):
-        root = group[0].dep.target.module
-        drop = [i for i in range(len(k)) if not k[i]]
-        if drop:
-            pg = graph.get_pruning_group(root, group[0].dep.handler, idxs=drop)
-            pg.prune()
+    _remove_units(graph, groups, kept)
     net.input_shape = tuple(input_shape)
     names = {m: n for n, m in net.named_modules()}
     net.kept_units = {names[g[0].dep.target.module]: (int(k.sum()), len(k)) for g, k in zip(groups, kept)}
@@ -166,9 +162,7 @@ def _sketch_scores(net, groups, batches, input_shape, generator) -> list[Tensor]
     norms: dict[nn.Module, Tensor] = {}
 
     def record(module, inputs) -> None:
-        h = inputs[0].detach()
-        dims = [0] + list(range(2, h.dim()))  # batch and positions: one norm per input feature / channel
-        norms[module] = norms.get(module, 0) + h.double().pow(2).sum(dims)
+        norms[module] = norms.get(module, 0) + _channel_sum(inputs[0].detach().double().pow(2))
 
     with forward_hooks(_layers(net), record, pre=True), torch.no_grad():
         net(x.to(next(net.parameters()).device))
@@ -190,10 +184,7 @@ def _gate_scores(net, groups, method, batches, input_shape) -> list[Tensor]:
 
     work = copy.deepcopy(net)
     if method == "synflow":
-        work = work.double()
-        with torch.no_grad():
-            for t in list(work.parameters()) + [b for b in work.buffers() if b.is_floating_point()]:
-                t.abs_()
+        work = make_absolute(work.double())
     mods = dict(zip(net.modules(), work.modules()))
     saliency: dict[nn.Module, Tensor] = {}
     outs: dict[nn.Module, Tensor] = {}
@@ -202,22 +193,21 @@ def _gate_scores(net, groups, method, batches, input_shape) -> list[Tensor]:
         output.retain_grad()
         outs[module] = output
 
+    def add_saliency() -> None:  # sum g * dL/dg of a gate on each output unit, g = 1
+        for m, o in outs.items():
+            saliency[m] = saliency.get(m, 0) + _channel_sum(o.detach() * o.grad)
+
     roots = {mods[dep.target.module] for g in groups for dep, _ in g
              if dep.handler in (tp.prune_conv_out_channels, tp.prune_linear_out_channels)}
     with forward_hooks(roots, keep_output):
         if method == "synflow":
             R = work(torch.ones((1, *input_shape), dtype=torch.float64, device=next(work.parameters()).device)).sum()
             R.backward()
+            add_saliency()
         else:
             for x, y in batches:
                 F.cross_entropy(work(x), y, reduction="sum").backward()
-                for m, o in outs.items():
-                    dims = [0] + list(range(2, o.dim()))
-                    saliency[m] = saliency.get(m, 0) + (o.detach() * o.grad).double().sum(dims)
-    if method == "synflow":
-        for m, o in outs.items():
-            dims = [0] + list(range(2, o.dim()))
-            saliency[m] = (o.detach() * o.grad).double().sum(dims)
+                add_saliency()
     scores = [_reduce(g, lambda layer, idxs, out: saliency[mods[layer]].abs().cpu()[idxs] if out else None)
               for g in groups]
     if method == "3sp":  # sensitivity per multiply-accumulate the unit costs
@@ -255,12 +245,7 @@ def _fraction_for(net, graph, groups, choose, example, target: float, keep_by: s
     def measure(fraction: float) -> float:
         trial = copy.deepcopy(net)
         trial_graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
-        modules = dict(zip(net.modules(), trial.modules()))
-        for group, k in zip(groups, choose(fraction)):
-            drop = [i for i in range(len(k)) if not k[i]]
-            if drop:
-                trial_graph.get_pruning_group(modules[group[0].dep.target.module], group[0].dep.handler,
-                                              idxs=drop).prune()
+        _remove_units(trial_graph, groups, choose(fraction), dict(zip(net.modules(), trial.modules())))
         macs, params = tp.utils.count_ops_and_params(trial, example)
         return params if keep_by == "params" else macs
 
@@ -295,6 +280,21 @@ def _rescale(groups, scores: list[Tensor], kept: list[Tensor], power: float) -> 
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
+def _remove_units(graph, groups, kept: list[Tensor], modules: dict[nn.Module, nn.Module] | None = None) -> None:
+    """Remove the units not ``kept`` of each group from the network of ``graph`` (``modules`` maps the
+    groups' layers to that network's when it is a copy)."""
+    for group, k in zip(groups, kept):
+        drop = [i for i in range(len(k)) if not k[i]]
+        if drop:
+            root = group[0].dep.target.module
+            graph.get_pruning_group(modules[root] if modules else root, group[0].dep.handler, idxs=drop).prune()
+
+
+def _channel_sum(t: Tensor) -> Tensor:
+    """``t`` summed over the batch and positions, in float64: one value per feature / channel (dim 1)."""
+    return t.double().sum([0, *range(2, t.dim())])
+
 
 def _output_layers(net: nn.Module, example: Tensor) -> list[nn.Module]:
     """The Linear/Conv layers run last in the forward (whose units are the network's outputs)."""

@@ -175,6 +175,15 @@ def clear_grads(params: list[nn.Parameter]) -> None:
         p.grad = None
 
 
+@torch.no_grad()
+def make_absolute(model: nn.Module) -> nn.Module:
+    """Every parameter and floating-point buffer of ``model`` replaced by its absolute value, in place
+    (SynFlow's linearized network, fed an all-ones input). Returns ``model``."""
+    for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+        t.abs_()
+    return model
+
+
 def grad_or_zeros(p: nn.Parameter) -> Tensor:
     """``p.grad``, or zeros when ``p`` got no gradient (unused in the forward)."""
     return p.grad if p.grad is not None else torch.zeros_like(p)

@@ -10,7 +10,7 @@ from torch import Tensor
 from sketchprune.config import setting
 from sketchprune.errors import check
 from sketchprune.matmul_conv import convs_as_matmuls
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.methods.registry import Context, Scores, make_absolute, register
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,7 @@ def synflow(ctx: Context) -> Scores:
     shape = ctx.shape()
     model = ctx.model
     if "dtype" not in ctx.state:
-        model.eval()
-        with torch.no_grad():
-            for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-                t.abs_()
+        make_absolute(model.eval())
         for p in model.parameters():  # autograd computes no other parameter's gradient
             p.requires_grad_(False)
         for p in ctx.params.values():
