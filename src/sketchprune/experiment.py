@@ -253,17 +253,19 @@ def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Pa
                progress: bool, t0: float, dense_costs: dict[str, float]) -> dict[str, Any]:
     """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train."""
     small = units_model(cfg, model, data)
-    write_json(out / "units.json", units_report(small, dense_costs, data.input_shape))
+    report = units_report(small, dense_costs, data.input_shape)
+    write_json(out / "units.json", report)
     prune_seconds = time.perf_counter() - t0
     trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed)
-    pruned_costs = costs(small, data.input_shape)
+    fractions = {k: report[k] for k in ("params_fraction", "macs_fraction")}
     result = {
         "config": to_dict(cfg), "hash": config_hash(cfg), "compression": 1 / cfg.density,
         "final_test_acc": trained["final_test_acc"], "best_test_acc": trained["best_test_acc"],
-        "final_train_loss": trained["final_train_loss"], "kept": int(pruned_costs["params"]),
-        "total": int(dense_costs["params"]), "density_actual": pruned_costs["params"] / dense_costs["params"],
+        "final_train_loss": trained["final_train_loss"],
+        "kept": round(report["params_fraction"] * dense_costs["params"]), "total": int(dense_costs["params"]),
+        "density_actual": report["params_fraction"],
         "collapsed": [], "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
-        "diagnostics": None, "auto": None, **_cost_fractions(pruned_costs, dense_costs),
+        "diagnostics": None, "auto": None, **fractions,
         "prune_seconds": prune_seconds, "wall_seconds": time.perf_counter() - t0,
     }
     write_json(out / "result.json", result)
