@@ -41,8 +41,9 @@ POWERS = (2.0, 1.0, 0.5, 0.0)
 
 
 def choose(scores: Mapping[str, Tensor], kept: int, sizes: Mapping[str, int], weights: Mapping[str, Tensor] | None = None,
-           log_weights: bool = False) -> tuple[str, float]:
-    """``("topk", inf)`` or ``("sample", power)`` for selecting ``kept`` of the surviving weights.
+           log_weights: bool = False) -> tuple[str, float, dict[str, Tensor]]:
+    """``("topk", inf, top)`` or ``("sample", power, top)`` for selecting ``kept`` of the surviving
+    weights; ``top`` is the top-k selection it judged (per non-empty layer), for the caller to keep.
 
     ``scores`` are each layer's survivor scores (flat), ``sizes`` each layer's full size,
     ``weights`` the non-negative sampling weights when they differ from the scores (signed
@@ -53,15 +54,15 @@ def choose(scores: Mapping[str, Tensor], kept: int, sizes: Mapping[str, int], we
     live = {k: s for k, s in scores.items() if s.numel()}
     top = select(live, min(1.0, kept / sum(s.numel() for s in live.values())))
     if all(int(top[k].sum()) / sizes[k] >= floor for k in live):  # type: ignore[index]
-        return "topk", math.inf
+        return "topk", math.inf, top  # type: ignore[return-value]
     logs = {k: (w if log_weights else w.double().log()) for k, w in (weights or scores).items() if w.numel()}
     top_log = max(float(v.max()) for v in logs.values())
     for power in POWERS:
         if power == 0:
-            return "sample", 0.0
+            return "sample", 0.0, top  # type: ignore[return-value]
         w = {k: torch.exp(power * (v - top_log)) if top_log > -math.inf else torch.zeros_like(v)
              for k, v in logs.items()}
         pi = sampling.inclusion_probabilities(list(w.values()), kept)
         if all(float(pi(v).sum()) / sizes[k] >= floor for k, v in w.items()):
-            return "sample", power
+            return "sample", power, top  # type: ignore[return-value]
     raise AssertionError("unreachable: power 0 is always returned")

@@ -518,11 +518,13 @@ def _select_round(scores: dict[str, Tensor], kept: Budget, mode: str, opts: Prun
     log_scores = False
     power = opts.power
     weights = nonnegative(scores, opts.signed_map) if ctx.method.signed and mode != "topk" else (scores, False)
+    sel = None  # the selection, when auto already made it
     if mode == "auto":
         mode, power = "topk", math.inf
         if isinstance(kept, int):  # per-layer budgets cannot starve a layer: top-k
             sizes = {n: ctx.params[n].numel() for n in scores}
-            mode, power = auto.choose(scores, kept, sizes, weights[0], weights[1])
+            mode, power, top = auto.choose(scores, kept, sizes, weights[0], weights[1])
+            sel = top if mode == "topk" and not opts.invert else None
         ctx.state.setdefault("auto", []).append({"mode": mode, "power": power})
     sample = mode == "sample"
     if sample:
@@ -537,9 +539,9 @@ def _select_round(scores: dict[str, Tensor], kept: Budget, mode: str, opts: Prun
         kw.update(scheme=opts.scheme, power=power)
     counts = {n: s.numel() for n, s in scores.items()}  # survivors per tensor
     live = {n: s for n, s in scores.items() if counts[n]}  # collapsed layers have nothing to select
-    if isinstance(kept, int):
+    if sel is None and isinstance(kept, int):
         sel = select(live, min(1.0, kept / sum(counts.values())), **kw)
-    else:
+    elif sel is None:
         sel = select(live, {n: min(1.0, kept[n] / counts[n]) for n in live}, scope="layer", **kw)
     return {n: sel[n] if n in sel else torch.zeros(0, dtype=torch.bool, device=s.device) for n, s in scores.items()}
 
