@@ -137,8 +137,6 @@ def diagnostic_power(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     highest), and the mean accuracy of connected and disconnected masks."""
     import torch
 
-    from sketchprune.stats import spearman
-
     def value(r: dict[str, Any], key: str) -> float:
         v = r[key]
         if v is None:
@@ -154,7 +152,7 @@ def diagnostic_power(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc = torch.tensor([r["final_test_acc"] for r in runs], dtype=torch.float64)
         row: dict[str, Any] = {"setting": setting, "compression": comp, "runs": len(runs)}
         for key in DIAGNOSTICS:
-            row[f"rho_{key}"] = spearman(torch.tensor([value(r, key) for r in runs], dtype=torch.float64), acc)
+            row[f"rho_{key}"] = stats.spearman(torch.tensor([value(r, key) for r in runs], dtype=torch.float64), acc)
         for label, want in (("connected", True), ("disconnected", False)):
             sel = [r["final_test_acc"] for r in runs if bool(r["connected"]) is want]
             row[f"{label}_runs"] = len(sel)
