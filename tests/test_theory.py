@@ -17,7 +17,8 @@ from sketchprune.theory import e2_linear as e2
 from sketchprune.theory import e6_ntk as e6
 from sketchprune.theory import e1_sketch as e1
 from sketchprune.theory import e7_structured as e7
-from sketchprune.theory.common import load_table, ranks, spearman
+from sketchprune.stats import ranks, spearman
+from sketchprune.theory.common import load_table
 
 SMALL = {
     "sketch": ["--trials", "30", "--n", "40", "--budgets", "5,10"],

@@ -1,4 +1,4 @@
-"""Helpers shared by the theory experiments: Monte Carlo summaries, tabular data, ranks."""
+"""Helpers shared by the theory experiments: Monte Carlo summaries, reading text, tabular data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.stats import ranks, spearman  # noqa: F401  (the theory modules import them from here)
 
 Z99 = 2.5758293035489004  # two-sided 99% normal quantile
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from sketchprune import select
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
-from sketchprune.theory.common import spearman
+from sketchprune.stats import spearman
 
 SOURCES = ("optimal", "whitened", "synflow", "random")
 
