@@ -37,3 +37,21 @@ def test_bad_flag_value_is_one_line_error():
     r = run_cli("theory", "sketch", "--budgets", "10,x")
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "budgets" in r.stderr
+
+
+def test_the_library_imports_no_cli_framework():
+    """typer and click load with the CLI only: every library module imports without them."""
+    code = ("import importlib, pkgutil, sys\n"
+            "import sketchprune\n"
+            "from sketchprune import prune, select\n"
+            "for name in ('sketchprune.pruning', 'sketchprune.methods', 'sketchprune.experiment', 'sketchprune.config'):\n"
+            "    importlib.import_module(name)\n"
+            "for info in pkgutil.walk_packages(sketchprune.__path__, 'sketchprune.'):\n"
+            "    if not info.name.startswith(('sketchprune.cli', 'sketchprune.__main__')):\n"
+            "        importlib.import_module(info.name)\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'click'))\n"
+            "assert not loaded, loaded\n"
+            "import sketchprune.cli\n"
+            "assert 'typer' in sys.modules  # the check can see it (this typer vendors click as typer._click)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional
 import typer
 
 from sketchprune import __version__
-from sketchprune import config as cfgmod
+from sketchprune import cli_flags
+from sketchprune.config import help_of
 from sketchprune.errors import SketchpruneError, one_line_warnings
 from sketchprune.atomic import to_json, write_json
 from sketchprune.tables import format_table
@@ -75,7 +76,7 @@ def emit(result: dict[str, Any], as_json: bool, tables: list[tuple[str, list[dic
 def theory_command(name: str, module: Any, cls: type, help: str, tables: Callable[[dict], list]) -> None:
     """Register ``sketchprune theory NAME``: run, write JSON and PNG under --out, print tables."""
 
-    @cfgmod.command(theory_app, name, cls, out_json_params(f"runs/theory-{name}"), help)
+    @cli_flags.command(theory_app, name, cls, out_json_params(f"runs/theory-{name}"), help)
     def _cmd(config: Any, out: Path, as_json: bool) -> None:
         result = module.run(config)
         files = {"json": write_json(out / f"{name}.json", result), "plot": module.plot(result, out / f"{name}.png")}
@@ -143,12 +144,12 @@ def _settings_flags() -> list[inspect.Parameter]:
     flags = [inspect.Parameter("compression", kw, default=typer.Option(
         None, "--compression", help="Compression ratio C instead of --density (density = 1/C)."),
         annotation=Optional[float])]
-    flags += cfgmod.options(RunConfig, exclude=("train", "method_options"), unset=True)
-    flags += cfgmod.options(TrainConfig, unset=True)
+    flags += cli_flags.options(RunConfig, exclude=("train", "method_options"), unset=True)
+    flags += cli_flags.options(TrainConfig, unset=True)
     for name in methods.names():
         m = methods.get(name)
-        flags += cfgmod.options(m.options, unset=True,
-                                help_text={f.name: f"[{name}] {cfgmod.help_of(f)}" for f in m.option_fields()})
+        flags += cli_flags.options(m.options, unset=True,
+                                   help_text={f.name: f"[{name}] {help_of(f)}" for f in m.option_fields()})
     seen: set[str] = set()
     for p in flags:  # a flag name used twice would silently shadow a setting
         if p.name in seen:
@@ -169,16 +170,7 @@ def _config_from_flags(kwargs: dict[str, Any]) -> Any:
 
 def _register_settings_command(name: str, fn: Callable[..., None], extra: list[inspect.Parameter]) -> None:
     """``fn(cfg, **extra)`` as command ``name`` with every settings flag plus ``extra``."""
-    flags = _settings_flags()
-    names = [p.name for p in flags]
-
-    def command(**kwargs: Any) -> None:
-        cfg = _config_from_flags({k: kwargs.pop(k) for k in names})
-        fn(cfg, **kwargs)
-
-    command.__signature__ = inspect.Signature(extra + flags)  # type: ignore[attr-defined]
-    command.__doc__ = fn.__doc__
-    app.command(name, help=fn.__doc__)(command)
+    cli_flags.register(app, name, fn, _settings_flags(), _config_from_flags, extra, fn.__doc__ or "")
 
 
 def _data_params() -> list[inspect.Parameter]:

@@ -1,11 +1,10 @@
-"""Frozen dataclasses as settings: CLI flags generated from their fields, and stable hashes.
+"""Frozen dataclasses as settings: declared fields, checked values and stable hashes.
 
 * :func:`setting` declares a field with its help line and, for a closed set, its values; the
-  flag's help and the check of the value both come from there (:class:`Settings`).
-* :func:`command` turns a function taking one settings dataclass into a typer command with one
-  flag per field (``--field-name``; tuples as comma lists ``--budgets 10,20``; mappings as
-  ``--model-options depth=6,width=100``; bools as ``--flag/--no-flag``), so flags never drift
-  from the settings.
+  check of the value comes from there (:class:`Settings`), and so does the CLI flag's help
+  (:mod:`sketchprune.cli_flags` makes one flag per field; this module imports no CLI framework).
+* :func:`build` makes an instance from plain values (YAML, flags), each converted by
+  :func:`parse_value` to its field's type.
 * :func:`non_default` and :func:`config_hash` name a run by the settings that differ from the
   defaults, so adding a new setting with a default keeps old names (OpenLTH's rule).
 """
@@ -21,8 +20,6 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
-
-import typer
 
 from sketchprune.errors import SketchpruneError
 
@@ -78,11 +75,12 @@ def check_choices(obj: Any) -> None:
                 raise SketchpruneError(f"unknown {f.name} {item!r}; use one of {', '.join(values)}")
 
 
-def _base_type(tp: Any) -> Any:
+def base_type(tp: Any) -> Any:
+    """The type under an optional hint: ``int`` for ``int | None`` (first member of other unions)."""
     origin = typing.get_origin(tp)
     if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0])
+        return base_type(args[0])
     return tp
 
 
@@ -103,8 +101,8 @@ def parse_value(tp: Any, raw: Any, name: str) -> Any:
     if raw is None:
         if _optional(tp):
             return None
-        raise SketchpruneError(f"setting {name!r} needs a value ({getattr(_base_type(tp), '__name__', tp)})")
-    tp = _base_type(tp)
+        raise SketchpruneError(f"setting {name!r} needs a value ({getattr(base_type(tp), '__name__', tp)})")
+    tp = base_type(tp)
     if tp is dict or typing.get_origin(tp) is dict:
         return parse_mapping(raw, name)
     if typing.get_origin(tp) is tuple:
@@ -220,72 +218,3 @@ def config_hash(obj: Any) -> str:
     """Stable 12-hex-digit hash of the non-default settings of ``obj`` (and its class name)."""
     payload = json.dumps({"kind": type(obj).__name__, **non_default(obj)}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def options(cls: type, help_text: Mapping[str, str] | None = None, exclude: tuple[str, ...] = (),
-            unset: bool = False) -> list[inspect.Parameter]:
-    """One typer option parameter per dataclass field (defaults and help from the class), except
-    ``exclude``. With ``unset``, every flag defaults to None ("not given")."""
-    params = []
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        if f.name in exclude:
-            continue
-        tp = _base_type(field_types(cls)[f.name])
-        default = getattr(defaults, f.name)
-        helptext = (help_text or {}).get(f.name) or help_of(f)
-        if unset and default is not None:
-            helptext = f"{helptext} (default: {_show(default)})"
-        if typing.get_origin(tp) is tuple:
-            opt = typer.Option(None if unset else ",".join(map(str, default)), _flag(f.name),
-                               help=helptext or "comma-separated list")
-            ann: Any = typing.Optional[str] if unset else str
-        elif tp is dict or typing.get_origin(tp) is dict:
-            opt = typer.Option(None if unset else "", _flag(f.name), help=helptext, metavar="KEY=VALUE,...")
-            ann = typing.Optional[str] if unset else str
-        elif tp is bool:
-            opt = typer.Option(None if unset else default, f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}",
-                               help=helptext, show_default=not unset)
-            ann = typing.Optional[bool] if unset else bool
-        else:
-            opt = typer.Option(None if unset else default, _flag(f.name), help=helptext)
-            ann = typing.Optional[tp] if (unset or default is None) else tp
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
-    return params
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, (tuple, dict)):
-        return ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) and value else \
-            ",".join(map(str, value)) or "none"
-    return str(value)
-
-
-def command(
-    app: typer.Typer,
-    name: str,
-    cls: type[T],
-    extra: list[inspect.Parameter],
-    help: str,
-    help_text: Mapping[str, str] | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn(config, **extra)`` as a command whose flags are ``cls``'s fields plus ``extra``."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        names = [f.name for f in dataclasses.fields(cls)]
-
-        def wrapper(**kwargs: Any) -> Any:
-            cfg = build(cls, {k: kwargs.pop(k) for k in names})
-            return fn(cfg, **kwargs)
-
-        wrapper.__signature__ = inspect.Signature(extra + options(cls, help_text))  # type: ignore[attr-defined]
-        wrapper.__name__ = fn.__name__
-        wrapper.__doc__ = help
-        app.command(name, help=help)(wrapper)
-        return fn
-
-    return deco
