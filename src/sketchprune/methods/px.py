@@ -32,20 +32,25 @@ Checked against iurada/px-ntk-pruning (``lib/pruners.py``, class ``PX``, commit 
   one-valued weights grow by the fan-in per layer without batch norm). On ResNet-20 at density
   0.01 PX still empties the residual branches of the later blocks, the shortcuts keeping the
   network connected: removing a branch weight shrinks the path count of the whole branch;
-* ReLUs are found through ``torch.nn.functional.relu`` / ``leaky_relu`` (which ``nn.ReLU`` calls),
-  as the reference patches them; other nonlinearities are left as they are.
+* ReLUs are the calls of ``torch.nn.functional.relu`` / ``leaky_relu``: those of ``nn.ReLU`` /
+  ``nn.LeakyReLU`` modules and those a custom ``forward`` makes, as the reference finds them.
+  Other nonlinearities (``torch.relu``, ``Tensor.relu``, GELU, ...) are left as they are. The
+  reference replaces the two functions in ``torch.nn.functional`` for the whole process; here they
+  stay as they are and a torch function mode (:class:`torch.overrides.TorchFunctionMode`, local to
+  the calling thread) intercepts the calls that px's own forwards make, so another thread (or
+  another model run meanwhile in another thread) sees the usual ReLUs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from sketchprune.config import setting
 from sketchprune.errors import check
@@ -90,18 +95,18 @@ def px(ctx: Context) -> Scores:
     ctx.model.eval()
     with torch.no_grad():
         patterns: list[Tensor] = []
-        with _relus("record", patterns):
+        with _ReluPatterns("record", patterns):
             ctx.model(x)
         while True:  # the one-valued network grows by the fan-in per layer: float64 when float32 overflows
             dtype = next(activations.parameters()).dtype
-            with _relus("replay", list(patterns)):
+            with _ReluPatterns("replay", list(patterns)):
                 z1 = activations(x.to(dtype).pow(2)).double()
             if bool(torch.isfinite(z1).all()) or dtype == torch.float64:
                 break
             activations.double()
     # every input of the path-kernel network is the same all-ones input (and batch norm runs in eval
     # mode), so one forward of one input serves the whole batch: R = (sum_x z1(x)) . z2
-    with _relus("linear"), convs_as_matmuls(kernel):
+    with _ReluPatterns("linear"), convs_as_matmuls(kernel):
         z2 = kernel(torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device))
     R = (z1.sum(0, keepdim=True) * z2).sum()
     check(bool(torch.isfinite(R)), "px's path kernel overflowed even in float64; the model is too deep for px")
@@ -131,26 +136,27 @@ def _layer(model: nn.Module, param_name: str) -> nn.Module:
     return layer
 
 
-@contextlib.contextmanager
-def _relus(how: str, patterns: list[Tensor] | None = None) -> Iterator[None]:
-    """Within the block, ``F.relu`` and ``F.leaky_relu`` (which ``nn.ReLU`` / ``nn.LeakyReLU`` call)
-    ``record`` their on/off pattern into ``patterns``, ``replay`` it (multiply by the recorded
-    pattern, in call order), or act ``linear`` (the identity)."""
-    originals = F.relu, F.leaky_relu
+_RELUS = (F.relu, F.leaky_relu)
 
-    def wrap(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def act(t: Tensor, *args, **kwargs) -> Tensor:
-            if how == "record":
-                patterns.append(t > 0)  # type: ignore[union-attr]
-                return original(t, *args, **kwargs)
-            if how == "replay":
-                return t * patterns.pop(0).to(t.dtype)  # type: ignore[union-attr]
-            return t
 
-        return act
+class _ReluPatterns(TorchFunctionMode):
+    """Within the block, on this thread only, the calls of ``F.relu`` and ``F.leaky_relu`` (which
+    ``nn.ReLU`` / ``nn.LeakyReLU`` make) ``record`` their on/off pattern into ``patterns``,
+    ``replay`` it (multiply by the recorded pattern, in call order), or act ``linear`` (the
+    identity). Every other function runs as usual; ``torch.nn.functional`` is never changed."""
 
-    F.relu, F.leaky_relu = wrap(originals[0]), wrap(originals[1])  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        F.relu, F.leaky_relu = originals  # type: ignore[assignment]
+    def __init__(self, how: str, patterns: list[Tensor] | None = None) -> None:
+        super().__init__()
+        self.how, self.patterns = how, patterns
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func not in _RELUS:
+            return func(*args, **kwargs)
+        t = args[0]
+        if self.how == "record":
+            self.patterns.append(t > 0)  # type: ignore[union-attr]
+            return func(*args, **kwargs)
+        if self.how == "replay":
+            return t * self.patterns.pop(0).to(t.dtype)  # type: ignore[union-attr]
+        return t
