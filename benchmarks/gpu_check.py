@@ -41,7 +41,7 @@ def main() -> None:
     device = torch.device(args.device)
     from sketchprune import data as datasets
     from sketchprune import models, prune
-    from sketchprune.structured import prune_units
+    from sketchprune.pruning import prune_units
     from sketchprune.train import TrainConfig, train
 
     rows = []
@@ -82,7 +82,7 @@ def main() -> None:
     if device.type == "cuda":
         from torch.sparse import to_sparse_semi_structured
 
-        from sketchprune.export import nm_mask
+        from sketchprune.nm import nm_mask
 
         w = torch.randn(4096, 4096, device=device, dtype=torch.float16)
         ws = to_sparse_semi_structured(w * nm_mask(w.abs(), 2, 4))

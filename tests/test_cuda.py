@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from sketchprune import methods, models, prune, select
-from sketchprune.structured import UNIT_METHODS, prune_units
+from sketchprune.pruning import prune_units
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -43,7 +43,7 @@ def test_masked_training_on_the_device_keeps_exact_zeros():
     handle.remove()
 
 
-@pytest.mark.parametrize("method", UNIT_METHODS)
+@pytest.mark.parametrize("method", methods.names("units"))
 def test_structured_pruning_on_the_device(method):
     torch.manual_seed(0)
     model = models.create("vgg16_bn").cuda()
@@ -57,7 +57,7 @@ def test_structured_pruning_on_the_device(method):
 def test_two_four_projection_runs_semi_structured():
     from torch.sparse import to_sparse_semi_structured
 
-    from sketchprune.export import nm_mask
+    from sketchprune.nm import nm_mask
 
     w = torch.randn(128, 128, device="cuda", dtype=torch.float16)
     keep = nm_mask(w.abs(), 2, 4)
@@ -67,7 +67,7 @@ def test_two_four_projection_runs_semi_structured():
     assert torch.allclose(to_sparse_semi_structured(w * keep) @ x, dense, atol=1e-2, rtol=1e-2)
 
 
-@pytest.mark.parametrize("method", [n for n in methods.names() if methods.get(n).kind != "train"])
+@pytest.mark.parametrize("method", [n for n in methods.names("weights") if not methods.get(n).runner.needs_trainer])
 def test_every_method_prunes_on_the_device_with_exact_counts_and_the_seed(method):
     torch.manual_seed(0)
     model = models.create("resnet20").cuda()
@@ -75,7 +75,7 @@ def test_every_method_prunes_on_the_device_with_exact_counts_and_the_seed(method
     g = torch.Generator(device="cuda").manual_seed(0)
     batches = [(torch.randn(16, 3, 32, 32, device="cuda", generator=g),
                 torch.randint(0, 10, (16,), device="cuda", generator=g)) for _ in range(2)]
-    mode = "sample" if methods.get(method).kind == "score" else "topk"
+    mode = "sample" if methods.get(method).runner.gives_scores else "topk"
     run = lambda: prune(model, method, 0.05, mode=mode, data=batches, seed=3)  # noqa: E731
     a, b = run(), run()
     counts = a.counts().values()

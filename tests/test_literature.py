@@ -1,6 +1,7 @@
 """The field's methods (issue 12): each against an independent computation, or the properties that define it."""
 
 import copy
+import dataclasses
 import math
 import warnings
 
@@ -219,26 +220,29 @@ def test_progressive_skeletonization_equals_the_reference_algorithm(method, loss
     assert all(torch.equal(got[n], w) for n, w in zip(got, want))
 
 
-def test_force_lets_pruned_weights_come_back(monkeypatch):
-    import sketchprune.pruning as pruning
+def test_force_lets_pruned_weights_come_back(scratch_registry):
+    """Each round sees the masks the last one chose (``ctx.masks``): FORCE's grow back, Iter-SNIP's only shrink."""
+    seen: dict[str, list] = {"force": [], "iterative_snip": []}
+    for name in seen:
+        inner = methods.get(name)
 
-    rounds = []
-    select_round = pruning._select_round
+        def spy(ctx, inner=inner, name=name):
+            seen[name].append((ctx.round, torch.cat([m.reshape(-1) for m in ctx.current_masks().values()]).clone()))
+            return inner.fn(dataclasses.replace(ctx, options=inner.options()))
 
-    def spy(*args, **kwargs):
-        keep = select_round(*args, **kwargs)
-        rounds.append(torch.cat([k.reshape(-1) for k in keep.values()]).clone())
-        return keep
-
-    monkeypatch.setattr(pruning, "_select_round", spy)
+        methods.register(f"{name}_spy", description="spy", data="required", rounds=10, regrow=inner.regrow,
+                         copies=inner.copies)(spy)
     model = mlp(bias=True).double()
     data_ = [(x.double(), y) for x, y in batches(n=4, size=32)]
-    prune(model, "force", 0.1, data=data_)
-    assert len(rounds) == 10 and all(r.numel() == rounds[0].numel() for r in rounds)  # every round: all weights
-    assert sum(int((b & ~a).sum()) for a, b in zip(rounds[:-1], rounds[1:])) > 0  # weights dropped, then back
-    rounds.clear()
-    prune(model, "iterative_snip", 0.1, data=data_)
-    assert [r.numel() for r in rounds] == sorted((r.numel() for r in rounds), reverse=True)  # survivors only
+    for name in seen:
+        spied = prune(model, f"{name}_spy", 0.1, data=data_)
+        assert all(torch.equal(spied[n], m) for n, m in prune(model, name, 0.1, data=data_).items())
+    force = [m for _, m in seen["force"]]
+    assert [r for r, _ in seen["force"]] == list(range(10))
+    assert sum(int((b & ~a).sum()) for a, b in zip(force[:-1], force[1:])) > 0  # weights dropped, then back
+    snip = [m for _, m in seen["iterative_snip"]]
+    assert all(not bool((b & ~a).any()) for a, b in zip(snip[:-1], snip[1:]))  # pruned weights stay pruned
+    assert [int(m.sum()) for m in snip] == sorted((int(m.sum()) for m in snip), reverse=True)
 
 
 # ---- PHEW: walks make paths --------------------------------------------------------------------------

@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sketchprune import Masks, SketchpruneError, models, prune
-from sketchprune.export import nm_mask, project_nm, sparse
-from sketchprune.structured import costs, prune_units
+from sketchprune import Masks, SketchpruneError, methods, models, prune
+from sketchprune.export import sparse
+from sketchprune.nm import nm_mask, project_nm
+from sketchprune.costs import costs
+from sketchprune.pruning import prune_units
 
 
 def mlp(seed=0, bias=True):
@@ -58,32 +60,30 @@ def test_same_seed_same_network():
     assert any(sa[k].shape != sc[k].shape or not torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_sketch_score_is_the_norm_of_each_units_term():
-    from sketchprune.structured import _scores
-
+def unit_scores(model: nn.Module, method: str, data, input_shape) -> list[torch.Tensor]:
+    """The unit form of ``method`` on the hidden layer of a two-layer network (its output layer ignored)."""
     import torch_pruning as tp
 
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=data[0][0][:1])
+    groups = list(graph.get_all_groups(ignored_layers=[model[2]], root_module_types=(nn.Linear,)))
+    spec = methods.get(method)
+    return spec.units(methods.UnitContext(spec, model, groups, spec.options(), torch.Generator(), data, input_shape))
+
+
+def test_sketch_score_is_the_norm_of_each_units_term():
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     x = torch.randn(40, 6)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
-    groups = list(graph.get_all_groups(ignored_layers=[model[2]], root_module_types=(nn.Linear,)))
-    (score,) = _scores(model, groups, "sketch", [(x, torch.zeros(40, dtype=torch.long))], (6,), None)
+    (score,) = unit_scores(model, "sketch", [(x, torch.zeros(40, dtype=torch.long))], (6,))
     H = torch.relu(model[0](x)).detach()  # the next layer's input: unit i's row of H
     want = model[2].weight.detach().norm(dim=0) * H.norm(dim=0)
     assert torch.allclose(score.float(), want, rtol=1e-5)
 
 
 def test_3sp_is_the_gate_saliency_per_mac():
-    from sketchprune.structured import _scores
-
-    import torch_pruning as tp
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
-    groups = list(graph.get_all_groups(ignored_layers=[model[2]], root_module_types=(nn.Linear,)))
-    (score,) = _scores(model, groups, "3sp", [(x, y)], (6,), None)
+    (score,) = unit_scores(model, "3sp", [(x, y)], (6,))
     gate = torch.ones(8, requires_grad=True)  # a gate on each hidden unit, written out
     out = model[2](torch.relu(model[0](x) * gate))
     (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y, reduction="sum"), gate)
@@ -148,7 +148,7 @@ def test_rescale_multiplies_kept_units_outgoing_weights_by_one_over_pi():
 
 
 def test_bad_input():
-    with pytest.raises(SketchpruneError, match="unknown unit method"):
+    with pytest.raises(SketchpruneError, match="has no unit form"):
         prune_units(mlp(), "magnitude", 0.5, input_shape=(12,))
     with pytest.raises(SketchpruneError, match="needs data"):
         prune_units(mlp(), "3sp", 0.5, input_shape=(12,))
@@ -222,4 +222,4 @@ def test_prune_and_train_commands_take_structure_units(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["macs_fraction"] == pytest.approx(rep["macs_fraction"]) and result["final_test_acc"] > 0.1
     assert main(["train", "--structure", "units", "--method", "magnitude", "--out", str(tmp_path / "x")]) == 2
-    assert "structure=units takes a unit score" in capsys.readouterr().err
+    assert "has no unit form (structure=units)" in capsys.readouterr().err

@@ -14,15 +14,14 @@ __version__ = "0.1.0"
 
 from sketchprune.errors import SketchpruneError
 from sketchprune.masks import Masks
-from sketchprune.pruning import prune
+from sketchprune.pruning import prune, prune_units
 from sketchprune.selection import select
-from sketchprune.structured import prune_units
 
 __all__ = ["Masks", "SketchpruneError", "prune", "prune_units", "select", "__version__"]
 
-_SUBMODULES = {"atomic", "auto", "config", "data", "diagnostics", "experiment", "export", "masks", "matmul_conv",
-               "methods", "models", "pruning", "report", "sampling", "seeding", "selection", "sketch", "stats",
-               "structured", "sweep", "tables", "theory", "topk", "train"}
+_SUBMODULES = {"atomic", "auto", "budgets", "config", "costs", "data", "diagnostics", "experiment", "export",
+               "layers", "masks", "matmul_conv", "methods", "models", "nm", "pruning", "report", "results", "sampling",
+               "seeding", "selection", "sketch", "stats", "sweep", "tables", "theory", "topk", "train", "unit_groups"}
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sketchprune.methods.registry import make_absolute
+from sketchprune.methods.context import make_absolute, synaptic_flow
 
 
 def mask_diagnostics(model: nn.Module, masks: Mapping[str, Tensor], input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _log10_output(model: nn.Module, masks: Mapping[str, Tensor], input_shape: tu
             p.copy_(keep if unit else p * keep)
         elif name.endswith("bias"):
             p.zero_()
-    R = float(net(torch.ones((1, *input_shape), dtype=torch.float64)).sum())
+    R = float(synaptic_flow(net, input_shape))
     if not math.isfinite(R):
         return None
     return math.log10(R) if R > 0 else -math.inf

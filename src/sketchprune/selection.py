@@ -36,8 +36,8 @@ from sketchprune.errors import SketchpruneError, all_finite, check, check_densit
 Scores = Union[Tensor, Mapping[str, Tensor]]
 MODES = ("topk", "sample")
 SIGNED_MAPS = ("positive", "rank", "exp", "shift")
-SCHEMES = ("exact", "poisson", "iid")
-SCOPES = ("global", "layer")
+SCHEMES = sampling.SCHEMES
+SCOPES = ("global", "layer")  # select()'s; prune adds erk (sketchprune.budgets)
 
 
 def budget(density: float, total: int) -> int:

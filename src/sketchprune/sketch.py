@@ -27,7 +27,7 @@ from torch import Tensor
 from sketchprune import sampling
 from sketchprune.errors import SketchpruneError, check, check_finite
 
-SCHEMES = ("iid", "poisson", "exact")
+SCHEMES = sampling.SCHEMES
 
 
 def _operands(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:

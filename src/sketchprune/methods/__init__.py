@@ -7,18 +7,20 @@ another package adds a method through the ``sketchprune.methods`` entry-point gr
 
 from __future__ import annotations
 
+from sketchprune.methods.context import Built, Context, Scores, UnitContext
 from sketchprune.methods.registry import (
     ENTRY_POINT_GROUP,
-    Context,
     Method,
     NoOptions,
-    Scores,
     get,
     markdown_table,
     names,
     needs_data,
     register,
+    register_units,
 )
+
+_INFRASTRUCTURE = {"registry", "context", "runners"}
 
 
 def _import_builtins() -> None:
@@ -27,11 +29,11 @@ def _import_builtins() -> None:
     import pkgutil
 
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: (i.name != "basic", i.name)):
-        if info.name != "registry":
+        if info.name not in _INFRASTRUCTURE and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 _import_builtins()
 
-__all__ = ["ENTRY_POINT_GROUP", "Context", "Method", "NoOptions", "Scores", "get", "markdown_table", "names",
-           "needs_data", "register"]
+__all__ = ["ENTRY_POINT_GROUP", "Built", "Context", "Method", "NoOptions", "Scores", "UnitContext", "get",
+           "markdown_table", "names", "needs_data", "register", "register_units"]

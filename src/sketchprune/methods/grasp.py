@@ -10,7 +10,8 @@ from torch import Tensor
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.registry import Context, Scores, clear_grads, grad_or_zeros, register
+from sketchprune.methods.context import Context, Scores, clear_grads, grad_or_zeros
+from sketchprune.methods.registry import register
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Frankle & Carbin (ICLR 2019) and Frankle et al. (ICML 2020, linear mode connecti
 network, prune ``imp_fraction`` of the remaining weights by global magnitude, rewind the survivors
 to their values at step ``imp_rewind_steps`` (0: to initialization, the original lottery ticket),
 and repeat until the density is reached. The pruned network is then trained from the rewound
-weights (the result's ``start_state``). It trains with our loop (``ctx.trainer``), one checkpointed
+weights (the :class:`Built` result's ``start_state``). It trains with our loop (``ctx.trainer``), one checkpointed
 folder per level, so a killed run resumes at the level and epoch where it stopped.
 
 Checked against facebookresearch/open_lth (``pruning/sparse_global.py`` and ``lottery/runner.py``,
@@ -27,7 +27,8 @@ from torch import Tensor
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.registry import Context, register
+from sketchprune.methods.context import Built, Context
+from sketchprune.methods.registry import register
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,10 @@ class ImpOptions:
         check(self.imp_rewind_steps >= 0 and self.imp_epochs >= 0, "imp_rewind_steps and imp_epochs must be >= 0")
 
 
-@register("imp", options=ImpOptions, kind="train", data="trains", copies=True,
+@register("imp", options=ImpOptions, kind="train", copies=True,
           description="IMP (Frankle & Carbin, ICLR 2019; Frankle et al., ICML 2020): train, prune 20 % of the "
                       "remaining weights by magnitude, rewind to step k, repeat")
-def imp(ctx: Context) -> dict[str, Tensor]:
+def imp(ctx: Context) -> Built:
     """Lottery-ticket masks by iterative magnitude pruning with rewinding (see the module docstring)."""
     from sketchprune.masks import Masks
     from sketchprune.selection import budget
@@ -68,8 +69,7 @@ def imp(ctx: Context) -> dict[str, Tensor]:
             rewind = result["snapshot"]
         kept = budget(ctx.density ** ((level + 1) / levels), total)
         mask = _largest_magnitudes(ctx, mask, kept)
-    ctx.state["start_state"] = rewind
-    return mask
+    return Built(mask, start_state=rewind)
 
 
 def _largest_magnitudes(ctx: Context, mask: dict[str, Tensor], kept: int) -> dict[str, Tensor]:

@@ -32,7 +32,8 @@ from torch import nn
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.methods.context import Context, Scores
+from sketchprune.methods.registry import register
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,12 @@ def ntk_sap(ctx: Context) -> Scores:
     from torch.func import functional_call
 
     o: NtkSapOptions = ctx.options
-    if "scratch" not in ctx.state:  # a copy to re-draw: the scored model keeps its weights
-        ctx.state["scratch"] = copy.deepcopy(ctx.model)
-    scratch: nn.Module = ctx.state["scratch"]
+    if "scratch" not in ctx.memo:  # a copy to re-draw: the scored model keeps its weights
+        ctx.memo["scratch"] = copy.deepcopy(ctx.model)
+    scratch: nn.Module = ctx.memo["scratch"]
     params = dict(scratch.named_parameters())
     names = list(ctx.params)
-    current = ctx.masks()
+    current = ctx.current_masks()
     shape = ctx.shape()
     scores = {n: torch.zeros_like(p) for n, p in ctx.params.items()}
     norms = [m for m in scratch.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

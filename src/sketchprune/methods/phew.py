@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sketchprune.layers import WEIGHT_LAYERS
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.methods.registry import Context, register
+from sketchprune.methods.context import Context
+from sketchprune.methods.registry import register
 
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 PASS_MODULES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.ReLU, nn.LeakyReLU, nn.ReLU6,
                 nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.Hardswish, nn.modules.pooling._MaxPoolNd,
                 nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
@@ -192,7 +193,7 @@ def walk_graph(model: nn.Module, names: list[str]) -> list[Layer]:
     layers: list[Layer] = []
     wanted = set(names)
     for node in traced.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], LAYERS) and f"{node.target}.weight" in wanted:
+        if node.op == "call_module" and isinstance(modules[node.target], WEIGHT_LAYERS) and f"{node.target}.weight" in wanted:
             m = modules[node.target]
             check(getattr(m, "groups", 1) == 1, f"phew follows channels; {node.target} is a grouped convolution")
             check(f"{node.target}.weight" not in {L.name for L in layers},

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.methods.context import Context, Scores
+from sketchprune.methods.registry import register
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,12 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from sketchprune.config import setting
+from sketchprune.layers import WEIGHT_LAYERS, weight_name
 from sketchprune.errors import check
 from sketchprune.matmul_conv import convs_as_matmuls
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.methods.context import Context, Scores
+from sketchprune.methods.registry import register
 
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass(frozen=True)
@@ -73,19 +74,19 @@ class PxOptions:
                       "on all-ones input with the ReLU patterns of the real network on the data")
 def px(ctx: Context) -> Scores:
     """``|dR/d(theta^2)| * theta^2`` (see the module docstring), on the current masked network."""
-    st = ctx.state
+    st = ctx.memo
     if "path_kernel" not in st:
         st["path_kernel"] = copy.deepcopy(ctx.model).double()  # squared weights: float64 keeps deep nets finite
         st["path_activations"] = copy.deepcopy(ctx.model)
         st["x"] = balanced_inputs(ctx.batches(), ctx.options.px_examples_per_class)
     kernel, activations, x = st["path_kernel"], st["path_activations"], st["x"]
-    masks = ctx.masks()
+    masks = ctx.current_masks()
     params = [_layer(kernel, n).weight for n in ctx.params]
     with torch.no_grad():  # refresh both copies from the current (masked) model
         for (name, real), (_, k), (_, a) in zip(_named_layers(ctx.model), _named_layers(kernel),
                                                 _named_layers(activations)):
             k.weight.copy_(real.weight.detach() ** 2)
-            w_name = f"{name}.weight" if name else "weight"
+            w_name = weight_name(name)
             a.weight.copy_(masks[w_name].to(a.weight.dtype) if w_name in masks else torch.ones_like(a.weight))
             if real.bias is not None:  # paths start at the input: biases are left out of both
                 k.bias.zero_()
@@ -124,14 +125,14 @@ def balanced_inputs(batches: list[tuple[Tensor, Tensor]], per_class: int) -> Ten
 
 
 def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, LAYERS)]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def _layer(model: nn.Module, param_name: str) -> nn.Module:
     module, _, attr = param_name.rpartition(".")
     check(attr == "weight", f"px scores Linear/Conv weights; {param_name} is not one (drop include_bias / include=)")
     layer = model.get_submodule(module)
-    check(isinstance(layer, LAYERS), f"px scores Linear/Conv weights; {param_name} belongs to a "
+    check(isinstance(layer, WEIGHT_LAYERS), f"px scores Linear/Conv weights; {param_name} belongs to a "
                                      f"{type(layer).__name__} (drop include_norm / include=)")
     return layer
 

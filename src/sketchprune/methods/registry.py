@@ -3,14 +3,18 @@
 A method is one function and one frozen options dataclass (see :func:`register`). From that one
 registration, ``prune`` validates the method's options, ``sketchprune prune`` / ``train`` get
 one flag per option, sweep files accept the options as settings and grid axes (in the run hash
-only when not the default), and the README's method table and the report's colours cover it.
+only when not the default), and the README's method table lists it.
 
-Kinds:
+A method has a weight form (``fn(ctx: Context)``, used by ``prune``), a unit form
+(``fn(ctx: UnitContext)``, used by ``prune_units`` and ``structure="units"``), or both: the same
+name means the same idea at both granularities (``sketch``, ``synflow``, ``random``). The weight
+form's kind is its runner (:mod:`sketchprune.methods.runners`):
 
-* ``score``: ``fn(ctx) -> {name: scores}``; higher = keep; ``prune`` selects (top-k or sampled,
+* ``score``: ``fn(ctx) -> {name: scores}``; higher = keep; the runner selects (top-k or sampled,
   any scope) and runs the rounds;
-* ``mask``: ``fn(ctx) -> {name: bool mask}`` keeping exactly ``ctx.budget`` weights in all;
-* ``train``: like ``mask``, but the method trains in the loop (``ctx.train`` is given).
+* ``mask``: ``fn(ctx) -> {name: bool mask}`` (or a :class:`Built`) keeping exactly ``ctx.budget``
+  weights in all;
+* ``train``: like ``mask``, but the method trains in the loop (``ctx.trainer`` is given).
 
 Plugins: another installed package declares its module under the entry-point group
 ``sketchprune.methods``; importing it registers its methods, which then work like built-ins.
@@ -19,21 +23,19 @@ Plugins: another installed package declares its module under the entry-point gro
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from sketchprune import config as cfgmod
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.methods.runners import RUNNERS, Runner
 
-Scores = dict[str, Tensor]
-KINDS = ("score", "mask", "train")
-DATA = ("none", "optional", "required", "trains")
+KINDS = tuple(RUNNERS)
+DATA = ("none", "optional", "required")
+FORMS = ("weights", "units")
 ENTRY_POINT_GROUP = "sketchprune.methods"
 
 
@@ -47,15 +49,18 @@ class Method:
     """One registered pruning method: what the rest of the code needs to know about it."""
 
     name: str
-    fn: Callable[[Context], dict[str, Tensor]]
     description: str
     """One line with the citation, e.g. "SNIP (Lee et al., ICLR 2019): |theta * dL/dtheta|"."""
+    fn: Callable[..., Any] | None = None
+    """The weight form: ``fn(Context)``, run by ``runner``; None for a unit-only method."""
+    units: Callable[..., Any] | None = None
+    """The unit form: ``fn(UnitContext) -> [one score tensor per unit group]``; None without one."""
     options: type = NoOptions
     """A frozen dataclass; each field is one option with its default and help (``config.setting``)."""
-    kind: str = "score"
+    runner: Runner = RUNNERS["score"]
+    """How the weight form becomes a mask (score rounds, a built mask, a training loop)."""
     data: str = "none"
-    """``none`` (data-free), ``optional`` (uses data when given), ``required`` or ``trains`` (a train
-    method: it needs a trainer, not scoring batches)."""
+    """``none`` (data-free), ``optional`` (uses data when given) or ``required``."""
     signed: bool = False
     """Scores may be negative (higher = keep); sampling maps them with ``signed_map``."""
     rounds: int = 1
@@ -64,10 +69,25 @@ class Method:
     """It changes the weights it scores, so ``prune`` hands it a copy of the model."""
     regrow: bool = False
     """Every round rescores all weights on the original values, pruned ones included."""
-    sampling: str = ""
-    """Mask methods: what ``mode='sample'`` means for them; empty = they refuse it."""
     source: str = "sketchprune"
     """Where it comes from: ``sketchprune`` or the plugin's entry point."""
+
+    @property
+    def kind(self) -> str:
+        """The weight form's kind: ``score``, ``mask`` or ``train`` (its runner's)."""
+        return self.runner.kind
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """``weights`` and / or ``units``: the granularities the method prunes at."""
+        return tuple(f for f, fn in zip(FORMS, (self.fn, self.units)) if fn is not None)
+
+    def check_form(self, form: str) -> None:
+        """A one-line error when the method has no ``form`` (``weights`` or ``units``), naming those that do."""
+        if form not in self.forms:
+            have = ", ".join(names(form))
+            what = "unit form (structure=units)" if form == "units" else "weight form"
+            raise SketchpruneError(f"method {self.name!r} has no {what}; methods that have one: {have}")
 
     @property
     def needs_data(self) -> bool:
@@ -100,110 +120,51 @@ class Method:
         return cfgmod.non_default(self.make_options(values))
 
 
-@dataclass
-class Context:
-    """What a method sees during one ``prune`` call.
-
-    ``model`` is the model being scored (``prune``'s working copy when the method ``copies`` or
-    runs several rounds, with the dropped weights zeroed); ``params`` its prunable parameters.
-    """
-
-    method: Method
-    model: nn.Module
-    params: dict[str, nn.Parameter]
-    options: Any
-    generator: torch.Generator
-    data: list[tuple[Tensor, Tensor]] | None = None
-    input_shape: tuple[int, ...] | None = None
-    budget: int = 0
-    """Weights to keep in all (mask and train methods; score methods' rounds are prune's job)."""
-    density: float = 1.0
-    """The density ``prune`` is heading for."""
-    originals: dict[str, Tensor] | None = None
-    """Regrowing methods: the original values of ``params`` (the model holds them masked)."""
-    trainer: Any = None
-    """Train methods: a :class:`sketchprune.experiment.Trainer` (our training loop, with checkpoints)."""
-    current: Callable[[], dict[str, Tensor]] | None = None
-    """The current masks (set by ``prune`` between rounds); see :meth:`masks`."""
-    state: dict[str, Any] = field(default_factory=dict)
-    """Kept across the rounds of one ``prune`` call (e.g. SynFlow's prepared model)."""
-
-    def masks(self) -> dict[str, Tensor]:
-        """The current bool mask of each prunable tensor (all True before a round has dropped anything)."""
-        if self.current is not None:
-            return self.current()
-        return {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in self.params.items()}
-
-    @property
-    def device(self) -> torch.device:
-        return next(iter(self.params.values())).device
-
-    def batches(self) -> list[tuple[Tensor, Tensor]]:
-        """The data batches on the model's device; an error naming the method when there are none."""
-        if not self.data:
-            raise needs_data(self.method.name)
-        return [(x.to(self.device), y.to(self.device)) for x, y in self.data]
-
-    def shape(self) -> tuple[int, ...]:
-        """The shape of one input; an error naming the fix when it is unknown."""
-        if self.input_shape is None:
-            raise SketchpruneError(f"{self.method.name} needs the input shape: pass data or input_shape=(C, H, W)")
-        return tuple(self.input_shape)
-
-    def inputs(self, samples: int) -> Tensor:
-        """The data's inputs, or ``samples`` standard Gaussian inputs of the input shape (data-free)."""
-        if self.data:
-            return torch.cat([x for x, _ in self.batches()])
-        return torch.randn((samples, *self.shape()), generator=self.generator).to(self.device)
-
-    def loss_grads(self, loss: Callable[[Tensor, Tensor], Tensor] | None = None,
-                   batches: list[tuple[Tensor, Tensor]] | None = None) -> Scores:
-        """Gradient of the loss summed over ``batches`` (default: all) w.r.t. the prunable parameters
-        (fresh tensors; ``.grad`` is left cleared). The loss defaults to summed cross-entropy."""
-        loss = loss or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
-        params = list(self.params.values())
-        clear_grads(params)
-        for x, y in batches if batches is not None else self.batches():
-            loss(self.model(x), y).backward(inputs=params)
-        grads = {n: grad_or_zeros(p) for n, p in self.params.items()}
-        clear_grads(params)
-        return grads
-
-
-def clear_grads(params: list[nn.Parameter]) -> None:
-    for p in params:
-        p.grad = None
-
-
-@torch.no_grad()
-def make_absolute(model: nn.Module) -> nn.Module:
-    """Every parameter and floating-point buffer of ``model`` replaced by its absolute value, in place
-    (SynFlow's linearized network, fed an all-ones input). Returns ``model``."""
-    for t in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-        t.abs_()
-    return model
-
-
-def grad_or_zeros(p: nn.Parameter) -> Tensor:
-    """``p.grad``, or zeros when ``p`` got no gradient (unused in the forward)."""
-    return p.grad if p.grad is not None else torch.zeros_like(p)
-
-
 _METHODS: dict[str, Method] = {}
 _RESERVED: dict[str, str] = {}  # setting name -> what already uses it
 _plugins_loaded = False
 
 
-def register(name: str, *, description: str, options: type = NoOptions, kind: str = "score", data: str = "none",
-             signed: bool = False, rounds: int = 1, copies: bool = False, regrow: bool = False, sampling: str = ""
+def register(name: str, *, description: str, options: type = NoOptions, kind: str | Runner = "score",
+             data: str = "none", signed: bool = False, rounds: int = 1, copies: bool = False, regrow: bool = False
              ) -> Callable[[Callable], Callable]:
-    """Register ``fn`` as method ``name`` (a decorator). ``fn`` returns fresh tensors and leaves the
-    model's weights as they are unless ``copies`` is set (then ``prune`` gives it a copy)."""
+    """Register ``fn`` as the weight form of method ``name`` (a decorator). ``fn`` returns fresh
+    tensors and leaves the model's weights as they are unless ``copies`` is set (then ``prune``
+    gives it a copy). ``kind`` names a runner (``score``, ``mask``, ``train``) or is one."""
 
     def deco(fn: Callable) -> Callable:
-        method = Method(name, fn, description, options, kind, data, signed, rounds, copies, regrow, sampling,
+        check(isinstance(kind, Runner) or kind in RUNNERS,
+              f"method {name!r}: kind must be one of {', '.join(RUNNERS)}, got {kind!r}")
+        runner = kind if isinstance(kind, Runner) else RUNNERS[kind]
+        method = Method(name, description, fn, None, options, runner, data, signed, rounds, copies, regrow,
                         _registering_source)
         _check_new(method)
+        _METHODS[name] = method
+        return fn
+
+    return deco
+
+
+def register_units(name: str, *, description: str | None = None, data: str | None = None
+                   ) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as the unit form of method ``name`` (a decorator): it joins the weight form
+    registered under that name (from the same source), or makes a unit-only method (then give
+    ``description``). ``fn(UnitContext)`` returns one float64 score tensor per unit group."""
+
+    def deco(fn: Callable) -> Callable:
+        held = _METHODS.get(name)
+        if held is None:
+            check(bool(description), f"unit method {name!r}: give a one-line description with its citation")
+            method = Method(name, description or "", None, fn, data=data or "none", source=_registering_source)
+            _check_new(method)
+        else:
+            check(held.units is None, f"unit method {name!r} ({_registering_source}): a unit form of that name is "
+                                      f"registered already ({held.source})")
+            check(held.source == _registering_source, f"unit method {name!r} ({_registering_source}): method "
+                  f"{name!r} comes from {held.source}; a unit form joins a method of its own source")
+            method = dataclasses.replace(held, units=fn, description=held.description if description is None
+                                         else description, data=held.data if data is None else data)
+            check(method.data in DATA, f"unit method {name!r}: data must be one of {', '.join(DATA)}, got {data!r}")
         _METHODS[name] = method
         return fn
 
@@ -215,11 +176,10 @@ _registering_source = "sketchprune"
 
 def _check_new(m: Method) -> None:
     where = f"method {m.name!r} ({m.source})"
-    check(m.name.isidentifier() and m.name == m.name.lower(),
-          f"{where}: a method name is a lower-case identifier, e.g. my_method")
+    check(re.fullmatch(r"[a-z0-9][a-z0-9_]*", m.name) is not None,
+          f"{where}: a method name is a lower-case identifier (letters, digits and _), e.g. my_method")
     check(m.name not in _METHODS, f"{where}: a method of that name is registered already "
                                   f"({_METHODS[m.name].source if m.name in _METHODS else ''})")
-    check(m.kind in KINDS, f"{where}: kind must be one of {', '.join(KINDS)}, got {m.kind!r}")
     check(m.data in DATA, f"{where}: data must be one of {', '.join(DATA)}, got {m.data!r}")
     check(isinstance(m.rounds, int) and m.rounds >= 1, f"{where}: rounds must be an integer >= 1")
     check(bool(m.description.strip()), f"{where}: give a one-line description with its citation")
@@ -274,10 +234,12 @@ def _load_plugins() -> None:
             _registering_source = "sketchprune"
 
 
-def names() -> list[str]:
-    """Every registered method, built-in or plugin, in registration order."""
+def names(form: str | None = None) -> list[str]:
+    """Every registered method, built-in or plugin, in registration order; with ``form``
+    (``weights`` or ``units``) only those that have that form."""
     _load_plugins()
-    return list(_METHODS)
+    check(form is None or form in FORMS, f"unknown form {form!r}; use one of {', '.join(FORMS)}")
+    return [n for n, m in _METHODS.items() if form is None or form in m.forms]
 
 
 def get(name: str) -> Method:
@@ -288,9 +250,9 @@ def get(name: str) -> Method:
     return _METHODS[name]
 
 
-def needs_data(method: str) -> SketchpruneError:
+def needs_data(method: str, units: bool = False) -> SketchpruneError:
     """The error for a data-dependent method called without data."""
-    free = ", ".join(m.name for m in _METHODS.values() if not m.needs_data)
+    free = ", ".join(n for n in names("units" if units else "weights") if not _METHODS[n].needs_data)
     return SketchpruneError(
         f"method {method!r} needs data: pass data=[(inputs, targets), ...] (a DataLoader works), "
         f"or use a data-free method ({free})"
@@ -299,10 +261,10 @@ def needs_data(method: str) -> SketchpruneError:
 
 def markdown_table(which: Callable[[Method], bool] = lambda m: True,
                    costs: Mapping[str, float | None] | None = None) -> str:
-    """The methods table of the README: name, description with citation, kind, data, default rounds,
-    options, and (given ``costs``: method -> seconds) the measured cost."""
-    head = "| method | what it is | kind | data | rounds | options (default) |"
-    rule = "|---|---|---|---|---|---|"
+    """The methods table of the README: name, description with citation, forms, kind, data, default
+    rounds, options, and (given ``costs``: method -> seconds) the measured cost."""
+    head = "| method | what it is | forms | kind | data | rounds | options (default) |"
+    rule = "|---|---|---|---|---|---|---|"
     if costs is not None:
         head, rule = head + " VGG-16-BN, 2 CPU threads |", rule + "---|"
     rows = [head, rule]
@@ -312,9 +274,12 @@ def markdown_table(which: Callable[[Method], bool] = lambda m: True,
             continue
         opts = ", ".join(f"`{k}={v}`" for k, v in m.defaults().items()) or "-"
         description = m.description.replace("|", "\\|")  # a bar inside a cell would end it
-        row = f"| `{m.name}` | {description} | {m.kind} | {m.data} | {m.rounds} | {opts} |"
+        weights = m.fn is not None
+        data = (m.runner.data_label if weights else None) or m.data
+        row = (f"| `{m.name}` | {description} | {', '.join(m.forms)} | {m.kind if weights else '-'} | {data} | "
+               f"{m.rounds if weights else '-'} | {opts} |")
         if costs is not None:
             cost = costs.get(name)
-            row += f" {cost:.3g} s |" if cost is not None else " (trains) |" if m.kind == "train" else " - |"
+            row += f" {cost:.3g} s |" if cost is not None else " (trains) |" if m.runner.needs_trainer else " - |"
         rows.append(row)
     return "\n".join(rows) + "\n"

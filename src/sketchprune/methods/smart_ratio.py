@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import torch
 
 from sketchprune.config import setting
+from sketchprune.budgets import capped_proportional
 from sketchprune.errors import check
-from sketchprune.methods.registry import Context, register
+from sketchprune.methods.context import Context
+from sketchprune.methods.registry import register
 
 
 @dataclass(frozen=True)
@@ -67,15 +69,7 @@ def layer_counts(sizes: list[int], budget: int, last_ratio: float) -> list[int]:
 def _apportion(sizes: list[int], weights: list[float], total: int) -> list[int]:
     """Integer counts ``<= sizes`` summing to ``total``, with densities proportional to ``weights``
     (capped at 1, the rest re-scaled) and rounded by largest remainder; at least 1 each if possible."""
-    capped: set[int] = set()
-    while True:
-        free = [i for i in range(len(sizes)) if i not in capped]
-        left = total - sum(sizes[i] for i in capped)
-        c = left / sum(weights[i] * sizes[i] for i in free)
-        over = [i for i in free if c * weights[i] >= 1]
-        if not over:
-            break
-        capped.update(over)
+    c, capped = capped_proportional(sizes, weights, total)
     exact = [sizes[i] if i in capped else c * weights[i] * sizes[i] for i in range(len(sizes))]
     counts = [min(sizes[i], max(1 if total >= len(sizes) else 0, math.floor(x))) for i, x in enumerate(exact)]
     short = total - sum(counts)

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sketchprune.config import setting
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.methods.context import Context, Scores
+from sketchprune.methods.registry import register
 
 LOSSES = ("cross_entropy", "nll_logits")
 
@@ -70,10 +71,8 @@ def force(ctx: Context) -> Scores:
 
 def _round_grads(ctx: Context, loss: str) -> Scores:
     """Gradients of the loss on this round's batch (round ``r`` takes batch ``r``, cycling)."""
-    r = ctx.state.get("round", 0)
-    ctx.state["round"] = r + 1
     batches = ctx.batches()
-    return ctx.loss_grads(_nll_logits if loss == "nll_logits" else None, [batches[r % len(batches)]])
+    return ctx.loss_grads(_nll_logits if loss == "nll_logits" else None, [batches[ctx.round % len(batches)]])
 
 
 def _nll_logits(out: Tensor, y: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""SynFlow (Tanaka et al., NeurIPS 2020): iterative synaptic flow, data-free, no layer collapse."""
+"""SynFlow (Tanaka et al., NeurIPS 2020): iterative synaptic flow, data-free, no layer collapse; its unit
+form scores a unit by the flow through it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from torch import Tensor
 from sketchprune.config import setting
 from sketchprune.errors import check
 from sketchprune.matmul_conv import convs_as_matmuls
-from sketchprune.methods.registry import Context, Scores, make_absolute, register
+from sketchprune.methods.context import Context, Scores, UnitContext, make_absolute, synaptic_flow
+from sketchprune.methods.registry import register, register_units
+from sketchprune.unit_groups import gate_saliency
 
 
 @dataclass(frozen=True)
@@ -32,32 +35,40 @@ def synflow(ctx: Context) -> Scores:
     """
     shape = ctx.shape()
     model = ctx.model
-    if "dtype" not in ctx.state:
+    if "dtype" not in ctx.memo:
         make_absolute(model.eval())
         for p in model.parameters():  # autograd computes no other parameter's gradient
             p.requires_grad_(False)
         for p in ctx.params.values():
             p.requires_grad_(True)
-        ctx.state["dtype"] = getattr(torch, ctx.options.synflow_dtype)
+        ctx.memo["dtype"] = getattr(torch, ctx.options.synflow_dtype)
     while True:
-        dt = ctx.state["dtype"]
-        if ctx.state.get("model_dtype") != dt:
+        dt = ctx.memo["dtype"]
+        if ctx.memo.get("model_dtype") != dt:
             model.to(dt)
-            ctx.state["model_dtype"] = dt
-        R, grads = _flow_grads(ctx, torch.ones((1, *shape), dtype=dt, device=ctx.device))
+            ctx.memo["model_dtype"] = dt
+        R, grads = _flow_grads(ctx, shape, dt)
         if R is not None or dt == torch.float64:
             break
-        ctx.state["dtype"] = torch.float64  # float32 overflowed: this and later rounds in float64
+        ctx.memo["dtype"] = torch.float64  # float32 overflowed: this and later rounds in float64
     check(R is not None, "SynFlow's R overflowed even in float64; the model is too deep for SynFlow")
     return {n: grads[n].mul_(p.detach()) for n, p in ctx.params.items()}
 
 
-def _flow_grads(ctx: Context, ones: Tensor) -> tuple[Tensor | None, Scores]:
+def _flow_grads(ctx: Context, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor | None, Scores]:
     """``R`` and ``dR/dp`` for the prunable parameters (``R`` is None when it is not finite)."""
     with convs_as_matmuls(ctx.model):
-        R = ctx.model(ones).sum()
+        R = synaptic_flow(ctx.model, shape, dtype)
     if not bool(torch.isfinite(R)):
         return None, {}
     params = list(ctx.params.values())
     got = torch.autograd.grad(R, params, allow_unused=True) if R.requires_grad else [None] * len(params)
     return R.detach(), {n: g if g is not None else torch.zeros_like(p) for (n, p), g in zip(ctx.params.items(), got)}
+
+
+@register_units("synflow")
+def synflow_units(ctx: UnitContext) -> list[Tensor]:
+    """SynFlow's flow through each unit: ``|dR/dg_i|`` of a gate on the unit's output, on the absolute
+    float64 network fed an all-ones input."""
+    return gate_saliency(ctx.net, ctx.groups, lambda work: [synaptic_flow(work, ctx.input_shape)],
+                         prepare=lambda work: make_absolute(work.double()))

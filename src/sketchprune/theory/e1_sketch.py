@@ -19,7 +19,7 @@ from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.theory.common import mc_summary, span
 PROBS = ("uniform", "optimal", "b-only")
-SCHEMES = ("iid", "poisson", "exact")
+SCHEMES = sketch.SCHEMES
 CASES = ("gaussian", "heavy")
 
 

@@ -23,7 +23,7 @@ from sketchprune.errors import check
 from sketchprune.theory.common import mc_summary, span
 
 PROBS = ("optimal", "uniform", "l1")
-SCHEMES = ("iid", "poisson", "exact")
+SCHEMES = sketch.SCHEMES
 TABLE_COLUMNS = ["probs", "scheme", "units", "mc_mean", "ci99", "exact", "within_ci", "relative"]
 
 

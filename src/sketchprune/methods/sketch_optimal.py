@@ -1,4 +1,11 @@
-"""The linear-theory optimal score (SPEC 3.2): the sketching probabilities of each layer's product."""
+"""The sketch-optimal score (SPEC 3.2): the sketching probabilities of each layer's product.
+
+Weight form: ``|W[j, k]| * ||out_j|| * ||input_k||``, the optimal probability of each term of a
+layer's product. Unit form (SPEC 3.8): a unit ``i`` contributes the rank-one term
+``W_next[:, i] h_i`` to the next layer's input, so keeping units is column sampling, with the
+optimal probabilities ``∝ ||W_next[:, i]|| ||h_i||`` (``h_i``: the unit's activations over the data,
+or over standard Gaussian inputs without data).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,10 @@ from torch import Tensor, nn
 from sketchprune.config import setting
 from sketchprune.errors import check
 from sketchprune.hooks import forward_hooks
-from sketchprune.methods.registry import Context, Scores, register
+from sketchprune.layers import WEIGHT_LAYERS, weight_layers, weight_name
+from sketchprune.methods.context import Context, Scores, UnitContext
+from sketchprune.methods.registry import register, register_units
+from sketchprune.unit_groups import channel_sum, reduce
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,8 @@ def sketch_scores(ctx: Context) -> Scores:
     x = ctx.inputs(ctx.options.sketch_samples)
     owner = {}
     for mname, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            owner[f"{mname}.weight" if mname else "weight"] = m
+        if isinstance(m, WEIGHT_LAYERS):
+            owner[weight_name(mname)] = m
     in_norm2: dict[str, Tensor] = {}
     outs: dict[str, Tensor] = {}
     names = {m: name for name, m in owner.items() if name in ctx.params}
@@ -65,6 +75,31 @@ def sketch_scores(ctx: Context) -> Scores:
         a = in_norm2[name].sqrt()
         scores[name] = w * out_norm.view(-1, *([1] * (w.dim() - 1))) * a
     return scores
+
+
+@register_units("sketch")
+def sketch_units(ctx: UnitContext) -> list[Tensor]:
+    """``sqrt(sum_c ||W_c[:, i]||^2 ||h_c,i||^2)`` over the consumer layers c of each unit i: the norm
+    of unit i's term in the next layers' products."""
+    net = ctx.net
+    x = torch.cat([b[0] for b in ctx.data]) if ctx.data else torch.randn((64, *ctx.input_shape),
+                                                                          generator=ctx.generator)
+    norms: dict[nn.Module, Tensor] = {}
+
+    def record(module, inputs) -> None:
+        norms[module] = norms.get(module, 0) + channel_sum(inputs[0].detach().double().pow(2))
+
+    with forward_hooks(weight_layers(net), record, pre=True), torch.no_grad():
+        net(x.to(ctx.device))
+
+    def consumer(layer, idxs, out_side):
+        if out_side:
+            return None
+        w = layer.weight.detach().double()
+        col = w.transpose(0, 1).reshape(w.shape[1], -1).pow(2).sum(1)  # ||W[:, j]||^2 per input feature j
+        return col[idxs] * norms[layer].to(col.device)[idxs]
+
+    return [reduce(g, consumer).sqrt() for g in ctx.groups]
 
 
 def _input_feature_norm2(m: nn.Module, x: Tensor) -> Tensor:
