@@ -1,10 +1,16 @@
-"""Masks: reports, exact zeros through optimizer steps, files, torch.nn.utils.prune export."""
+"""Masks: reports, exact zeros through optimizer steps (hooks only on the optimizers of masked
+parameters), optimizer state at pruned entries, files, torch.nn.utils.prune export."""
+
+import gc
 
 import pytest
 import torch
 from torch import nn
+from torch.optim import optimizer as torch_optimizer
 
 from sketchprune import Masks, SketchpruneError, select
+from sketchprune import masks as masks_module
+from sketchprune.masks import zero_pruned_state
 
 
 def small_net(seed=0):
@@ -88,6 +94,85 @@ def test_the_fused_rezero_follows_masks_and_dtypes_that_change_after_steps():
     hb.remove()
     step()
     assert all(bool((params[n] != 0).all()) for n in b)
+
+
+def perturbed_step(model, opt):
+    """One step after moving every weight off zero, which only the post-step re-zeroing undoes."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    opt.zero_grad()
+    model(torch.randn(8, 10)).sum().backward()
+    opt.step()
+
+
+def pruned_are_zero(model, masks):
+    params = dict(model.named_parameters())
+    return all(bool((params[n][~m] == 0).all()) for n, m in masks.items())
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                                      lambda p: torch.optim.Adam(p, lr=1e-2)], ids=["sgd-momentum", "adam"])
+def test_an_optimizer_that_stepped_before_apply_keeps_exact_zeros(make_opt):
+    model = small_net()
+    opt = make_opt(model.parameters())
+    for _ in range(3):  # dense steps: momentum and moments are nonzero everywhere, then the masks come
+        opt.zero_grad()
+        model(torch.randn(8, 10)).sum().backward()
+        opt.step()
+    masks = random_masks(model)
+    handle = masks.apply(model)
+    for _ in range(3):
+        perturbed_step(model, opt)
+        assert pruned_are_zero(model, masks)
+    handle.remove()
+
+
+def test_only_optimizers_of_masked_parameters_rezero_and_no_hook_outlives_the_masks():
+    gc.collect()  # masks left applied by earlier tests to models now gone
+    post = len(torch_optimizer._global_optimizer_post_hooks)
+    masked, plain = small_net(0), small_net(1)
+    masks = random_masks(masked)
+    handle = masks.apply(masked)
+    opt_masked = torch.optim.SGD(masked.parameters(), lr=0.1)
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.1)
+    perturbed_step(masked, opt_masked)
+    perturbed_step(plain, opt_plain)
+    assert pruned_are_zero(masked, masks)
+    assert len(opt_masked._optimizer_step_post_hooks) == 1 and not opt_plain._optimizer_step_post_hooks
+    assert len(torch_optimizer._global_optimizer_post_hooks) == post  # nothing every optimizer pays for after a step
+    opt_plain.add_param_group({"params": [masked[2].weight]})  # a masked parameter joins the plain optimizer
+    perturbed_step(masked, opt_plain)
+    assert bool((masked[2].weight[~masks["2.weight"]] == 0).all()) and len(opt_plain._optimizer_step_post_hooks) == 1
+    handle.remove()
+    assert not opt_masked._optimizer_step_post_hooks and not opt_plain._optimizer_step_post_hooks
+    assert masks_module._look_at not in torch_optimizer._global_optimizer_pre_hooks.values()  # none of ours left
+    perturbed_step(masked, opt_masked)
+    assert bool((masked[0].weight != 0).all())
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+                                      lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True)], ids=["sgd", "amsgrad"])
+def test_zero_pruned_state_zeroes_the_state_at_pruned_entries_only(make_opt):
+    model = small_net()
+    opt = make_opt(model.parameters())
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 10)).sum().backward()
+        opt.step()
+    before = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
+    masks = random_masks(model)
+    handle = masks.apply(model)
+    zero_pruned_state(opt)
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        for k, v in opt.state[p].items():
+            if n in masks and v.shape == p.shape:
+                assert bool((v[~masks[n]] == 0).all()) and bool((before[p][k][~masks[n]] != 0).any()), (n, k)
+                assert torch.equal(v[masks[n]], before[p][k][masks[n]]), (n, k)
+            else:  # unmasked parameters and scalar state (Adam's step) as they were
+                assert torch.equal(v, before[p][k]), (n, k)
+    handle.remove()
 
 
 def test_save_load_round_trip(tmp_path):

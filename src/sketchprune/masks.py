@@ -2,12 +2,21 @@
 
 Applying masks needs no custom layers and nothing in the forward pass: pruned weights are set to
 zero once, their gradients are zeroed in place after accumulation (so momentum and Adam moments
-stay zero), and a post-step hook re-zeroes them after every ``torch.optim`` step, so they stay
-*exactly* zero under any optimizer, weight decay included. Both are one in-place multiply by a
-0/1 tensor in the parameter's dtype (on this CPU 9x cheaper than a multiply by the bool mask and
-17x cheaper than ``masked_fill_``); the re-zeroing is one fused ``_foreach_mul_`` over the
-optimizer's masked parameters, whose list is cached until a mask, the parameter list or a dtype
-or device changes. The cost is these two passes over the masked weights (``bench_train.py``).
+stay zero), and after every step of an optimizer that updates a masked parameter they are
+re-zeroed, so they stay *exactly* zero under any ``torch.optim`` optimizer, weight decay included.
+Both are one in-place multiply by a 0/1 tensor in the parameter's dtype (on this CPU 9x cheaper
+than a multiply by the bool mask and 17x cheaper than ``masked_fill_``); the re-zeroing is one
+fused ``_foreach_mul_`` over the optimizer's masked parameters, whose list is cached until a mask,
+the parameter list or a dtype or device changes. The cost is these two passes over the masked
+weights (``bench_train.py``).
+
+Which optimizers re-zero: while any mask is applied, one optimizer step pre-hook
+(``torch.optim.optimizer.register_optimizer_step_pre_hook``) looks at each optimizer once, when it
+first steps and again only when a mask is added or removed or its parameter groups change; an
+optimizer that updates a masked parameter gets its own post-step hook (``register_step_post_hook``)
+and no other optimizer does. So an optimizer made before or after ``apply`` is covered, an
+optimizer of unmasked parameters pays one cached look-up per step and nothing else, and when the
+last handle is removed no hook of ours is left in the process.
 
 Each :class:`MaskHandle` owns exactly what its ``apply`` added: a parameter keeps the masks of
 all live handles and enforces their intersection, with one gradient hook however many there
@@ -131,7 +140,7 @@ class Masks(Mapping[str, Tensor]):
         they are); masks applied by other handles stay enforced.
         """
         params = self._check_model(model)
-        _install_step_hook()
+        _watch_optimizers()
         applied = []
         for name, m in self._masks.items():
             p = params[name]
@@ -139,6 +148,7 @@ class Masks(Mapping[str, Tensor]):
             if state is None:
                 state = _ParamMasks(p)
                 setattr(p, _STATE, state)
+                _LIVE[id(state)] = state
             state.add(self._token, m)
             with torch.no_grad():
                 p.mul_(state.keep_for(p))
@@ -229,7 +239,9 @@ class MaskHandle:
             state = getattr(p, _STATE, None)
             if state is not None and state.remove(self._token):
                 delattr(p, _STATE)
+                _LIVE.pop(id(state), None)
         self._params = []
+        _unhook_unmasked()
 
 
 class _ParamMasks:
@@ -288,26 +300,82 @@ def _mask_grad(p: nn.Parameter) -> None:
         p.grad.mul_(keep)
 
 
-_STEP_HOOK = None
-
-
-def _install_step_hook() -> None:
-    """Register (once per process) a global post-step hook that re-zeroes masked parameters."""
-    global _STEP_HOOK
-    if _STEP_HOOK is None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        _STEP_HOOK = register_optimizer_step_post_hook(rezero)
-
-
 _VERSION = itertools.count()  # the next value is taken whenever a mask is added or removed anywhere
 _version = 0
+_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> _ParamMasks of every masked parameter
 _MASKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> (key, params, keeps)
+_WATCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> _Watch
+_PRE_HOOK: Any = None  # the handle of the step pre-hook, while any mask is applied
 
 
 def _changed() -> None:
     global _version
     _version = next(_VERSION)
+
+
+class _Watch:
+    """What the pre-hook knows of one optimizer: the key it was last looked at under (the mask
+    version and its parameter groups), and its post-step hook when it updates masked parameters."""
+
+    __slots__ = ("key", "hook")
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.hook: Any = None
+
+
+def _groups_key(optimizer: torch.optim.Optimizer) -> tuple:
+    return (_version, tuple((id(g["params"]), len(g["params"])) for g in optimizer.param_groups))
+
+
+def _look_at(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    """Step pre-hook: give ``optimizer`` a re-zeroing post-step hook when it updates a masked
+    parameter, and take it back when it no longer does (looked at again only when masks or its
+    parameter groups change, or its post-hook found nothing to re-zero)."""
+    watch = _WATCHED.get(optimizer)
+    if watch is None:
+        watch = _WATCHED[optimizer] = _Watch()
+    elif watch.key is not None and (watch.hook is not None or watch.key == _groups_key(optimizer)):
+        return  # a hooked optimizer is followed by rezero itself; an unmasked one is unchanged
+    masked = any(hasattr(p, _STATE) for g in optimizer.param_groups for p in g["params"])
+    if masked and watch.hook is None:
+        watch.hook = optimizer.register_step_post_hook(_rezero_hook)
+    elif not masked and watch.hook is not None:
+        watch.hook.remove()
+        watch.hook = None
+    watch.key = _groups_key(optimizer)
+
+
+def _rezero_hook(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+    if not rezero(optimizer):  # nothing masked any more: the next pre-hook call takes the hook back
+        watch = _WATCHED.get(optimizer)
+        if watch is not None:
+            watch.key = None
+
+
+def _watch_optimizers() -> None:
+    """Install the step pre-hook (once, while any mask is applied)."""
+    global _PRE_HOOK
+    if _PRE_HOOK is None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        _PRE_HOOK = register_optimizer_step_pre_hook(_look_at)
+
+
+def _unhook_unmasked() -> None:
+    """After masks were removed: take the post-step hook back from every optimizer that no longer
+    updates a masked parameter, and the pre-hook too when no mask is applied anywhere."""
+    global _PRE_HOOK
+    for optimizer, watch in list(_WATCHED.items()):
+        if watch.hook is not None and not any(hasattr(p, _STATE) for g in optimizer.param_groups for p in g["params"]):
+            watch.hook.remove()
+            watch.hook = watch.key = None
+    if not _LIVE:
+        if _PRE_HOOK is not None:
+            _PRE_HOOK.remove()
+            _PRE_HOOK = None
+        _WATCHED.clear()
+        _MASKED.clear()
 
 
 def _masked_of(optimizer: torch.optim.Optimizer) -> tuple[list[Tensor], list[Tensor]]:
@@ -325,9 +393,22 @@ def _masked_of(optimizer: torch.optim.Optimizer) -> tuple[list[Tensor], list[Ten
 
 
 @torch.no_grad()
-def rezero(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+def rezero(optimizer: torch.optim.Optimizer, *_: Any) -> int:
     """Zero the pruned entries of every masked parameter that ``optimizer`` updates (one fused
-    multiply over all of them)."""
+    multiply over all of them); returns how many masked parameters there were."""
     params, keeps = _masked_of(optimizer)
     if params:
         torch._foreach_mul_(params, keeps)
+    return len(params)
+
+
+@torch.no_grad()
+def zero_pruned_state(optimizer: torch.optim.Optimizer) -> None:
+    """Zero ``optimizer``'s state at the pruned entries of the masked parameters it updates: every
+    state tensor shaped like its parameter (SGD's momentum buffer, Adam's ``exp_avg`` and
+    ``exp_avg_sq``, ...), so a weight pruned now and kept again later starts from no history.
+    Scalar state (Adam's step count) and factored state of another shape are left as they are."""
+    for p, keep in zip(*_masked_of(optimizer)):
+        for value in optimizer.state.get(p, {}).values():
+            if isinstance(value, Tensor) and value.shape == p.shape:
+                value.mul_(keep.to(value.device, value.dtype))
