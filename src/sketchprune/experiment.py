@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
 from sketchprune.pruning import PruneOptions, prune, prune_settings, reinitialize
 from sketchprune.structured import KEEP_BY, UNIT_METHODS, costs, prune_units
-from sketchprune.train import TrainConfig, train
+from sketchprune.train import Callback, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,12 @@ class Trainer:
     device: str | None = None
 
     def __call__(self, model: nn.Module, masks: Masks, tag: str, *, epochs: int | None = None,
-                 snapshot_step: int | None = None) -> dict[str, Any]:
+                 snapshot_step: int | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """:func:`~sketchprune.train.train` with this trainer's data, config, seed and device;
+        ``callbacks`` receive the loop's events (a method that changes masks while it trains)."""
         cfg = dataclasses.replace(self.config, epochs=epochs) if epochs else self.config
         return train(model, self.data, cfg, masks=masks, out=self.folder / tag if self.folder else None,
-                     device=self.device, seed=self.seed, snapshot_step=snapshot_step)
+                     device=self.device, seed=self.seed, snapshot_step=snapshot_step, callbacks=callbacks)
 
 
 def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,

@@ -1,9 +1,32 @@
-"""One readable training loop for (pruned) models on tensor data sets.
+"""One readable training loop for (pruned) models on tensor data sets, with events.
 
 Data stay on the training device; batches are index slices of a per-epoch permutation drawn
 from a seeded generator, and image augmentation (random crop with padding, horizontal flip)
-runs on the whole batch at once. A checkpoint is written atomically after every epoch and a
-run resumes from it; metrics go to ``metrics.jsonl``.
+runs on the whole batch at once. ``_loop`` is the loop itself; everything else a run needs is a
+:class:`Callback`, given the run's :class:`TrainState`:
+
+* ``on_start(state)``: once per call, after a resume (``state.epoch`` is the first epoch this
+  call trains, ``state.step`` the optimizer steps taken before);
+* ``on_step_start(state)``: before each step's forward pass (``state.batch`` is its ``(x, y)``);
+* ``on_step_end(state)``: after each optimizer step (``state.step`` counts it, ``state.loss`` is
+  its loss on the device: reading it synchronizes a GPU);
+* ``on_epoch_end(state)``: after each epoch's evaluation (its row is ``state.history[-1]``);
+* ``on_end(state)``: once per call, also when the loop stopped with an error (like ``finally``).
+
+Only the events a callback defines are dispatched to it, so an unused event costs nothing per
+step. A callback may change the masks at any event with ``state.set_masks(masks)``: the new
+masks are enforced at once and from then on (pruned weights exactly zero, their optimizer state
+zeroed, weights that the new masks keep train again). A callback that must survive a kill
+defines ``state_dict()`` and ``load_state_dict(d)``: its state is saved in ``checkpoint.pt``
+under its ``name`` (default: its class name) and restored before ``on_start`` when the run
+resumes; the masks a callback set are saved and restored with it.
+
+The run's own work is callbacks too: :class:`Snapshot` (the weights after k steps that IMP
+rewinds to, ``snapshot-<k>.pt``), :class:`Metrics` (``metrics.jsonl``), :class:`Progress` (the
+progress bar) and :class:`Checkpoint` (``checkpoint.pt``, written atomically after every epoch;
+a run resumes from it). ``train`` runs them in this order: the snapshot, the caller's callbacks
+in the order given, metrics, progress bar, checkpoint; so what a callback does at the end of an
+epoch is in that epoch's metrics and checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +34,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +47,7 @@ from sketchprune import seeding
 from sketchprune.config import Settings, config_hash, setting
 from sketchprune.data import Dataset
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.masks import Masks
+from sketchprune.masks import MaskHandle, Masks, zero_pruned_state
 from sketchprune.atomic import atomic_path, write_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -111,6 +135,213 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
     return loss / len(y), correct / len(y)
 
 
+class Callback:
+    """Base class of training callbacks: override the events you need (see the module docstring);
+    the others are never called. ``name`` keys the callback's state in the checkpoint."""
+
+    name: str | None = None
+
+    def on_start(self, state: TrainState) -> None:
+        """Once per call, after a resume and before the first step."""
+
+    def on_step_start(self, state: TrainState) -> None:
+        """Before each step's forward pass; ``state.batch`` is its ``(x, y)``."""
+
+    def on_step_end(self, state: TrainState) -> None:
+        """After each optimizer step; ``state.step`` counts it."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        """After each epoch's evaluation; ``state.history[-1]`` is its row."""
+
+    def on_end(self, state: TrainState) -> None:
+        """Once per call, after the last epoch or when the loop stopped with an error."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the callback needs after a resume (tensors, numbers, strings, lists, dicts)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors come back on the CPU)."""
+
+
+EVENTS = ("on_start", "on_step_start", "on_step_end", "on_epoch_end", "on_end")
+
+
+def _defines(callback: object, method: str) -> bool:
+    """Whether ``callback`` has its own ``method`` (not :class:`Callback`'s no-op)."""
+    bound = getattr(callback, method, None)
+    return callable(bound) and getattr(bound, "__func__", None) is not getattr(Callback, method)
+
+
+def callback_name(callback: object) -> str:
+    """The key of ``callback``'s state in the checkpoint: its ``name``, else its class name."""
+    return getattr(callback, "name", None) or type(callback).__name__
+
+
+@dataclass(eq=False)
+class TrainState:
+    """What callbacks see of a run: the model, its optimizer and data, where the loop is
+    (``epoch``: 0-based, the one in progress; ``step``: optimizer steps taken, over all calls),
+    the metrics so far, the step's batch and loss, and the masks that training enforces."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: Dataset
+    config: TrainConfig
+    generator: torch.Generator  # batch order and augmentation: a callback that draws from it changes them
+    device: torch.device
+    seed: int
+    out: Path | None
+    steps_per_epoch: int
+    callbacks: list[Any] = field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    batch: tuple[Tensor, Tensor] | None = None
+    loss: Tensor | None = None
+    masks_changed: bool = False  # a callback set masks: the checkpoint keeps them
+    _masks: Masks | None = None
+    _handle: MaskHandle | None = None
+
+    @property
+    def masks(self) -> Masks | None:
+        """The masks training enforces (``train``'s ``masks``, or the last ``set_masks``); masks
+        the caller applied before ``train`` stay enforced besides them."""
+        return self._masks
+
+    def set_masks(self, masks: Mapping[str, Tensor] | None) -> None:
+        """Train with ``masks`` from now on, in place of the current ones (None: no masks of
+        train's own). The newly pruned weights become exactly zero and their optimizer state
+        (momentum, Adam moments) zero; weights the new masks keep train again."""
+        new = masks if masks is None or isinstance(masks, Masks) else Masks(masks)
+        handle = new.apply(self.model) if new is not None else None
+        if self._handle is not None:
+            self._handle.remove()
+        self._masks, self._handle, self.masks_changed = new, handle, True
+        zero_pruned_state(self.optimizer)
+
+
+class _Events:
+    """Per event, the bound methods of the callbacks that define it, in callback order."""
+
+    def __init__(self, callbacks: Sequence[object]) -> None:
+        for event in EVENTS:
+            handlers: list[Callable[[TrainState], None]] = [getattr(c, event) for c in callbacks if _defines(c, event)]
+            setattr(self, event, handlers)
+
+
+class Snapshot(Callback):
+    """The model's state after ``step`` optimizer steps (the weights IMP rewinds to), kept in
+    ``out / snapshot-<step>.pt`` too, so a resumed run still has it."""
+
+    def __init__(self, step: int, out: Path | None) -> None:
+        check(step >= 0, f"snapshot_step must be >= 0, got {step}")
+        self.step = step
+        self.file = out / f"snapshot-{step}.pt" if out is not None else None
+        self.snapshot: dict[str, Tensor] | None = None
+
+    def on_start(self, state: TrainState) -> None:
+        if state.step > 0 and self.step <= state.step:  # taken before this call
+            check(self.file is not None and self.file.exists(),
+                  f"the step-{self.step} snapshot of {state.out} is missing; delete the folder to start over")
+            self.snapshot = torch.load(self.file, map_location=state.device, weights_only=True)
+        elif self.step == 0:
+            self._take(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step == self.step:
+            self._take(state)
+
+    def _take(self, state: TrainState) -> None:
+        self.snapshot = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+        if self.file is not None:
+            with atomic_path(self.file) as tmp:
+                torch.save(self.snapshot, tmp)
+
+
+class Metrics(Callback):
+    """Writes ``metrics.jsonl`` (one JSON row per epoch) atomically after every epoch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        write_text(self.path, "".join(json.dumps(h) + "\n" for h in state.history))
+
+
+class Progress(Callback):
+    """A tqdm progress bar over the epochs, with the last test accuracy."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_start(self, state: TrainState) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=state.config.epochs, initial=state.epoch, desc="train", leave=False)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(acc=f"{state.history[-1]['test_acc']:.3f}")
+
+    def on_end(self, state: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Checkpoint(Callback):
+    """``checkpoint.pt``: written atomically after every epoch (model, optimizer, batch-order
+    generator, metrics, the state of every callback that has one, the masks when a callback set
+    them); :meth:`restore` resumes a run from it. ``key`` ties it to one training config and seed."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+
+    def restore(self, state: TrainState) -> None:
+        """Resume ``state`` from the checkpoint, when there is one."""
+        if not self.path.exists():
+            return
+        try:  # on the CPU: the generator's state must be, and load_state_dict moves the rest
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged file: torch raises several types
+            raise SketchpruneError(f"checkpoint {self.path} cannot be read ({type(e).__name__}); delete it to start "
+                                   "over (a sweep's --retry-failed does)") from None
+        if saved.get("config_hash") != self.key:
+            raise SketchpruneError(f"checkpoint {self.path} is from another training config; use a fresh --out folder")
+        states = saved.get("callbacks", {})
+        stateful = _stateful(state.callbacks)
+        check(sorted(states) == sorted(stateful),
+              f"checkpoint {self.path} holds the state of callbacks {sorted(states) or 'none'} but this run has "
+              f"{sorted(stateful) or 'none'}; resume with the same callbacks or use a fresh --out folder")
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.generator.set_state(saved["generator"])
+        state.epoch, state.history = saved["epoch"], json.loads(saved["history"])
+        state.step = state.epoch * state.steps_per_epoch
+        for name, callback in stateful.items():
+            callback.load_state_dict(states[name])
+        if "masks" in saved:
+            state.set_masks(Masks(saved["masks"]))
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        saved: dict[str, Any] = {"config_hash": self.key, "epoch": state.epoch + 1, "model": state.model.state_dict(),
+                                 "optimizer": state.optimizer.state_dict(), "generator": state.generator.get_state(),
+                                 "history": json.dumps(state.history)}
+        stateful = _stateful(state.callbacks)
+        if stateful:
+            saved["callbacks"] = {name: c.state_dict() for name, c in stateful.items()}
+        if state.masks_changed and state.masks is not None:
+            saved["masks"] = {n: m.detach().cpu() for n, m in state.masks.items()}
+        with atomic_path(self.path) as tmp:
+            torch.save(saved, tmp)
+
+
+def _stateful(callbacks: Sequence[object]) -> dict[str, Any]:
+    """Name -> callback, for the callbacks that define ``state_dict``."""
+    return {callback_name(c): c for c in callbacks if _defines(c, "state_dict")}
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -123,6 +354,7 @@ def train(
     stop_after: int | None = None,
     seed: int = 0,
     snapshot_step: int | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
 
@@ -132,71 +364,58 @@ def train(
     applied by the caller stay applied; ``masks`` is applied for the training only. With
     ``snapshot_step`` k, the result's ``snapshot`` holds the model's state after k optimizer steps
     (kept in ``out`` too, so a resumed run still has it): the weights rewinding returns to.
+    ``callbacks`` receive the loop's events (see the module docstring).
     """
     cfg.validate()
     check(not cfg.augment or data.image, f"augment (crop and flip) applies to image data; {data.name} has none")
+    stateful = [callback_name(c) for c in callbacks if _defines(c, "state_dict")]
+    check(len(set(stateful)) == len(stateful), f"two callbacks with state share a name ({', '.join(stateful)}); "
+                                               "give each its own `name`")
     dev = resolve_device(device)
     model.to(dev)
+    folder = Path(out) if out is not None else None
+    snapshot = Snapshot(snapshot_step, folder) if snapshot_step is not None else None
+    checkpoint = Checkpoint(folder / "checkpoint.pt", f"{config_hash(cfg)}-s{seed}") if folder is not None else None
+    everything = [*([snapshot] if snapshot else []), *callbacks, *([Metrics(folder / "metrics.jsonl")] if folder else []),
+                  *([Progress()] if progress else []), *([checkpoint] if checkpoint else [])]
     handle = masks.apply(model) if masks is not None else None
+    state = TrainState(model, make_optimizer(model, cfg), data.to(dev), cfg, seeding.generator(seed, "train"), dev,
+                       seed, folder, -(-len(data.train_y) // cfg.batch_size), everything, _masks=masks, _handle=handle)
     try:
-        return _loop(model, data.to(dev), cfg, dev, Path(out) if out is not None else None, progress, stop_after,
-                     seed, snapshot_step)
+        if checkpoint is not None:
+            checkpoint.restore(state)
+        t0 = time.perf_counter()
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, state.epoch + stop_after)
+        _loop(state, end, _Events(everything))
     finally:
-        if handle is not None:
-            handle.remove()
+        if state._handle is not None:
+            state._handle.remove()
+    history = state.history
+    final = history[-1] if history else {}
+    return {
+        "epochs_done": len(history),
+        "final_test_acc": final.get("test_acc"),
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "final_train_loss": final.get("train_loss"),
+        "wall_seconds": time.perf_counter() - t0,
+        "history": history,
+        "snapshot": snapshot.snapshot if snapshot is not None else None,
+    }
 
 
-def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, out: Path | None, progress: bool,
-          stop_after: int | None, seed: int, snapshot_step: int | None) -> dict[str, Any]:
-    """The epochs: resume from ``out``'s checkpoint, train, evaluate, checkpoint after each epoch.
+def _loop(state: TrainState, end: int, events: _Events) -> None:
+    """The epochs from ``state.epoch`` up to ``end``: train, evaluate, raise the events.
 
     The loss is summed on the device and read once per epoch, so a GPU is not synchronized every
     step; a non-finite loss is caught at the end of the epoch in which it appeared.
     """
-    opt = make_optimizer(model, cfg)
-    gen = seeding.generator(seed, "train")  # batch order and augmentation, apart from the init stream
-    start, history = 0, []
-    ckpt = out / "checkpoint.pt" if out is not None else None
-    key = f"{config_hash(cfg)}-s{seed}"
-    if ckpt is not None and ckpt.exists():
-        try:
-            state = torch.load(ckpt, map_location=dev, weights_only=True)
-        except Exception as e:  # a damaged file: torch raises several types
-            raise SketchpruneError(f"checkpoint {ckpt} cannot be read ({type(e).__name__}); delete it to start "
-                                   "over (a sweep's --retry-failed does)") from None
-        if state.get("config_hash") != key:
-            raise SketchpruneError(f"checkpoint {ckpt} is from another training config; use a fresh --out folder")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start, history = state["epoch"], json.loads(state["history"])
-    t0 = time.perf_counter()
+    model, opt, data, cfg, gen, dev = state.model, state.optimizer, state.data, state.config, state.generator, state.device
     n = len(data.train_y)
-    steps_per_epoch = -(-n // cfg.batch_size)
-    snapshot_file = out / f"snapshot-{snapshot_step}.pt" if out is not None and snapshot_step is not None else None
-    snapshot = None
-    if snapshot_step is not None and start > 0 and snapshot_step <= start * steps_per_epoch:  # taken before
-        check(snapshot_file is not None and snapshot_file.exists(),
-              f"the step-{snapshot_step} snapshot of {out} is missing; delete the folder to start over")
-        snapshot = torch.load(snapshot_file, map_location=dev, weights_only=True)
-
-    def take_snapshot() -> dict[str, Tensor]:
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if snapshot_file is not None:
-            with atomic_path(snapshot_file) as tmp:
-                torch.save(state, tmp)
-        return state
-
-    if snapshot_step == 0 and start == 0:
-        snapshot = take_snapshot()
-    epochs = range(start, cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.epochs, initial=start, desc="train", leave=False)
+    for f in events.on_start:
+        f(state)
     try:
-        for epoch in epochs:
+        for epoch in range(state.epoch, end):
+            state.epoch = epoch
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, epoch)
             model.train()
@@ -207,39 +426,26 @@ def _loop(model: nn.Module, data: Dataset, cfg: TrainConfig, dev: torch.device, 
                 x, y = data.train_x[idx], data.train_y[idx]
                 if cfg.augment:
                     x = augment(x, gen)
+                state.batch = (x, y)
+                for f in events.on_step_start:
+                    f(state)
                 loss = F.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += loss.detach().double() * len(y)
-                if snapshot_step is not None and epoch * steps_per_epoch + i // cfg.batch_size + 1 == snapshot_step:
-                    snapshot = take_snapshot()
+                state.step += 1
+                state.loss = loss
+                for f in events.on_step_end:
+                    f(state)
             train_loss = float(total) / n
             if not math.isfinite(train_loss):
                 raise SketchpruneError(f"training loss became {train_loss} in epoch {epoch + 1}; lower --lr")
             test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss, "test_acc": test_acc,
-                   "lr": opt.param_groups[0]["lr"]}
-            history.append(row)
-            if out is not None:
-                write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-                with atomic_path(ckpt) as tmp:  # type: ignore[arg-type]
-                    torch.save({"config_hash": key, "epoch": epoch + 1, "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                                "history": json.dumps(history)}, tmp)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(acc=f"{test_acc:.3f}")
+            state.history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss,
+                                  "test_acc": test_acc, "lr": opt.param_groups[0]["lr"]})
+            for f in events.on_epoch_end:
+                f(state)
     finally:
-        if bar is not None:
-            bar.close()
-    final = history[-1] if history else {}
-    return {
-        "epochs_done": len(history),
-        "final_test_acc": final.get("test_acc"),
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        "final_train_loss": final.get("train_loss"),
-        "wall_seconds": time.perf_counter() - t0,
-        "history": history,
-        "snapshot": snapshot,
-    }
+        for f in events.on_end:
+            f(state)
