@@ -1,6 +1,8 @@
-"""Atomic files: JSON, CSV, text and PNG written to a temporary name and renamed into place.
+"""Atomic files: JSON, CSV, text, PNG and safetensors written to a temporary name and renamed into place.
 
 A crash never leaves a half-written result behind: a reader sees the old file or the new one.
+The temporary file is created with mode 0666, so the operating system applies the process's
+umask as it does for any new file; nothing here reads or changes the umask.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sketchprune.errors import SketchpruneError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def _new_temp(path: Path) -> Path:
+    """A new, empty file next to ``path`` with the mode an ordinary new file gets (0666 less the umask)."""
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}{path.suffix}.tmp"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 @contextlib.contextmanager
@@ -26,15 +38,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
+    tmp = _new_temp(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and writers that replace the file) make 0600; results are ordinary files
+        yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -91,3 +108,47 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
+
+
+def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """``tensors`` (name -> torch tensor, any device) and ``metadata`` as safetensors bytes that
+    depend on the contents only: the same tensors and metadata give the same bytes.
+
+    safetensors itself writes its ``__metadata__`` map in a hash order that changes from one call
+    to the next; here the header is rewritten with the metadata keys sorted, ``__metadata__``
+    first and the tensors in the order of their data (the data bytes are safetensors' own).
+    """
+    from safetensors.torch import save
+
+    raw = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+               metadata=dict(metadata) if metadata is not None else None)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    entries = sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0]))
+    canonical = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}) | dict(entries)
+    text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + raw[8 + size:]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Atomically write ``tensors`` and ``metadata`` (str -> str) as a reproducible safetensors file
+    (see :func:`safetensors_bytes`)."""
+    return write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def read_safetensors(path: str | os.PathLike, *, fix: str, what: str = "file", tensors: bool = True
+                     ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors (on the CPU; none with ``tensors=False``) and metadata of a safetensors file; a
+    damaged file is a one-line error naming it, its ``what`` and ``fix``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return ({k: f.get_tensor(k) for k in f.keys()} if tensors else {}), meta
+    except Exception as e:  # safetensors raises its own error types for damaged headers and data
+        raise SketchpruneError(f"{what} {path} is corrupt or not a safetensors file ({type(e).__name__}); "
+                               f"{fix}") from None

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError, check
-from sketchprune.atomic import atomic_path
+from sketchprune.atomic import read_safetensors, write_safetensors
 
 FORMAT = "sketchprune.masks"
 FORMAT_VERSION = "1"
@@ -168,38 +168,22 @@ class Masks(Mapping[str, Tensor]):
 
     # ---- files -----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-        """Write the masks atomically as safetensors, with format version and shapes in the header."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the masks atomically as safetensors, with format version and shapes in the header
+        (the same masks and metadata give the same bytes)."""
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "shapes": json.dumps({n: list(m.shape) for n, m in self._masks.items()}),
             "user": json.dumps(dict(self.meta if metadata is None else metadata)),
         }
-        tensors = {n: m.detach().to("cpu").contiguous() for n, m in self._masks.items()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        return path
+        return write_safetensors(path, self._masks, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Masks:
         """Read masks written by :meth:`save`; a corrupt file or another format version is a clear error."""
-        from safetensors import safe_open
-
         path = Path(path)
         check(path.exists(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for corrupt headers/data
-            raise SketchpruneError(
-                f"mask file {path} is corrupt or not a safetensors file ({type(e).__name__}); "
-                "write it again with Masks.save"
-            ) from None
+        tensors, meta = read_safetensors(path, what="mask file", fix="write it again with Masks.save")
         check(meta.get("format") == FORMAT, f"{path} is not a sketchprune mask file; write it with Masks.save")
         version = meta.get("format_version")
         check(
@@ -215,15 +199,13 @@ class Masks(Mapping[str, Tensor]):
     @staticmethod
     def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
         """The ``metadata`` mapping given to :meth:`save`; a missing or corrupt file is a clear error."""
-        from safetensors import safe_open
-
         path = Path(path)
         check(path.is_file(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
+        meta = read_safetensors(path, what="mask file", fix="write it again with Masks.save", tensors=False)[1]
         try:
-            with safe_open(str(path), framework="pt") as f:
-                return json.loads((f.metadata() or {}).get("user", "{}"))
-        except Exception as e:  # safetensors' own error types, or a header that is not JSON
-            raise SketchpruneError(f"mask file {path} is corrupt or not a safetensors file ({type(e).__name__}); "
+            return json.loads(meta.get("user", "{}"))
+        except ValueError:
+            raise SketchpruneError(f"mask file {path} is corrupt (its metadata is not JSON); "
                                    "write it again with Masks.save") from None
 
 
