@@ -1,12 +1,15 @@
 """Data: generated sets, loaders on format-identical files the tests write, verified downloads."""
 
+import gzip
 import hashlib
 import http.server
 import io
 import pickle
 import socketserver
+import struct
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,22 @@ import torch
 
 from sketchprune import SketchpruneError, data
 from sketchprune.data import download, files
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write ``array`` (uint8) as IDX, the format of the MNIST files: ``00 00 08 ndim``, big-endian sizes, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A (3, H, W) uint8 array as PNG bytes (the Tiny ImageNet folders here are built with it)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array.transpose(1, 2, 0)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_generated_sets_are_deterministic_and_standardized():
@@ -38,8 +57,8 @@ def test_mnist_idx_files(tmp_path, compress):
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("t10k", 5)):
         suffix = ".gz" if compress else ""
-        files.write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), compress)
-        files.write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, (n,)), compress)
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, (n,)), compress)
     d = data.load("mnist", root=tmp_path)
     assert d.train_x.shape == (12, 1, 28, 28) and d.test_y.shape == (5,) and d.image
     raw = files.read_idx(folder / f"train-labels-idx1-ubyte{'.gz' if compress else ''}")
@@ -48,7 +67,7 @@ def test_mnist_idx_files(tmp_path, compress):
 
 def test_truncated_idx_is_corrupt(tmp_path):
     p = tmp_path / "x"
-    files.write_idx(p, np.zeros((3, 4, 4), dtype=np.uint8))
+    write_idx(p, np.zeros((3, 4, 4), dtype=np.uint8))
     p.write_bytes(p.read_bytes()[:-5])
     with pytest.raises(SketchpruneError, match="corrupt"):
         files.read_idx(p)
@@ -102,11 +121,11 @@ def test_tiny_imagenet_folder(tmp_path):
         (base / "train" / w / "images").mkdir(parents=True)
         for i in range(2):
             (base / "train" / w / "images" / f"{w}_{i}.JPEG").write_bytes(
-                files.png_bytes(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)))
+                png_bytes(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)))
     lines = []
     for i, w in enumerate(["n02", "n01", "n02"]):
         (base / "val" / "images" / f"val_{i}.JPEG").write_bytes(
-            files.png_bytes(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)))
+            png_bytes(rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)))
         lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines))
     d = data.load("tiny-imagenet", root=tmp_path)

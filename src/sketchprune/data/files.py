@@ -8,7 +8,6 @@ file that does not parse is an error naming the file.
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 import struct
 import tarfile
@@ -58,13 +57,6 @@ def read_idx(path: Path) -> np.ndarray:
     if len(body) != expected:
         raise corrupt(path, f"{len(body)} data bytes, header says {expected}")
     return np.frombuffer(body, dtype=dtype).reshape(shape)
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    """Write ``array`` (uint8) as IDX; used by tests to make format-identical files."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
 
 
 def _idx_pair(root: Path, images: str, labels: str) -> tuple[Tensor, Tensor]:
@@ -184,12 +176,3 @@ def read_tiny_imagenet(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if not xs or not vx:
         raise corrupt(base, "no images found")
     return (torch.from_numpy(np.stack(xs)), torch.tensor(ys), torch.from_numpy(np.stack(vx)), torch.tensor(vy))
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """Encode a (3, H, W) uint8 array as PNG bytes (tests build Tiny ImageNet folders with it)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array.transpose(1, 2, 0)).save(buf, format="PNG")
-    return buf.getvalue()
