@@ -24,8 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ["random", "magnitude", "snip", "grasp", "synflow", "ntk", "sketch", "iterative_snip", "force", "prospr",
-           "ntk_sap", "px", "phew", "smart_ratio"]
+def methods_to_time() -> list[str]:
+    """Every registered method with a weight form that prunes without training (from the registry)."""
+    from sketchprune import methods
+
+    return [n for n in methods.names("weights") if not methods.get(n).runner.needs_trainer]
+
+
 MODELS = ["vgg16_bn", "resnet20"]
 REFERENCE = {  # method -> (repository, how its code is called)
     "random": "Synaptic-Flow", "magnitude": "Synaptic-Flow", "snip": "Synaptic-Flow", "grasp": "Synaptic-Flow",
@@ -79,7 +84,9 @@ def reference(method: str, arch: str, refs: Path):
                 "ntk_sap": "NTKSAP"}[method]
         kwargs = {"ntksap_epsilon": 0.01, "ntksap_R": 5} if method == "ntk_sap" else {}
         pruner = getattr(pruners, name)(generator.masked_parameters(model, False, False, False), **kwargs)
-        epochs = {"synflow": 100, "ntk_sap": 20}.get(method, 1)
+        from sketchprune import methods
+
+        epochs = methods.get(method).rounds  # the reference loops our default rounds
         return lambda: prune_loop(model, nn.CrossEntropyLoss(), pruner, [(x, y)], "cpu", DENSITY, "exponential",
                                   "global", epochs, train_mode=method == "ntk_sap")
     elif method == "px":
@@ -156,7 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--refs", help="folder of reference repository checkouts (optional)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per variant, interleaved; the best time counts")
-    ap.add_argument("--cases", default=",".join(f"{m}-{a}" for m in METHODS for a in MODELS))
+    ap.add_argument("--cases", default=",".join(f"{m}-{a}" for m in methods_to_time() for a in MODELS))
     ap.add_argument("--json", help="write the rows to this JSON file as well")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
