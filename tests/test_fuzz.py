@@ -26,16 +26,18 @@ JUNK = st.one_of(
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def refused_in_one_line(call) -> bool:
-    """Run ``call``; True when it raised a one-line SketchpruneError, False when it succeeded."""
+REFUSED = object()
+
+
+def refused_in_one_line(call):
+    """Run ``call``: its result, or ``REFUSED`` when it raised a one-line SketchpruneError."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            call()
+            return call()
         except SketchpruneError as e:
             assert "\n" not in str(e)
-            return True
-    return False
+            return REFUSED
 
 
 SELECT_BASE = {"density": 0.5, "mode": "sample", "scheme": "exact", "power": 1.0, "scope": "global",
@@ -53,7 +55,16 @@ def test_select_with_one_random_value(which, junk, fill):
         scores["b"] = junk
     else:
         kwargs[which] = junk
-    refused_in_one_line(lambda: select(scores, **kwargs))
+    got = refused_in_one_line(lambda: select(scores, **kwargs))
+    if got is REFUSED:
+        return
+    # accepted: bool masks of the scores' shapes, and the exact count wherever the count is exact
+    assert set(got) == set(scores) and all(got[n].dtype == torch.bool and got[n].shape == scores[n].shape
+                                           for n in scores)
+    kept, total = sum(int(m.sum()) for m in got.values()), sum(t.numel() for t in scores.values())
+    if kwargs["scope"] == "global" and (kwargs["mode"] == "topk" or kwargs["scheme"] == "exact"):
+        assert kept == round(kwargs["density"] * total)
+    assert 0 <= kept <= total
 
 
 PRUNE_ARGS = sorted(set(COMMON_OPTIONS) | {"input_shape", "grasp_temperature", "synflow_dtype", "ntk_samples",
@@ -71,8 +82,19 @@ def test_prune_with_one_random_option(method, which, junk):
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     kwargs = {"method": method, "density": 0.5, "data": DATA}
     kwargs[which] = junk
-    if not refused_in_one_line(lambda: prune(model, **kwargs)):
-        assert sum(k for k, _ in prune(model, **kwargs).counts().values()) >= 1
+    got = refused_in_one_line(lambda: prune(model, **kwargs))
+    if got is REFUSED:
+        return
+    # accepted: bool masks on prunable parameters of their shapes, the budget kept exactly where it is exact
+    params = dict(model.named_parameters())
+    assert all(m.dtype == torch.bool and m.shape == params[n].shape for n, m in got.items())
+    kept, total = sum(k for k, _ in got.counts().values()), sum(t for _, t in got.counts().values())
+    exact = kwargs.get("mode", "topk") != "sample" or kwargs.get("scheme", "exact") == "exact"
+    if kwargs.get("scope", "global") == "global" and exact:
+        assert kept == round(kwargs["density"] * total)
+    assert 1 <= kept <= total
+    again = refused_in_one_line(lambda: prune(model, **kwargs))
+    assert all(torch.equal(got[n], again[n]) for n in got)  # the same seed, the same mask
 
 
 SWEEP_BASE = {"fixed": {"model": "mlp", "dataset": "digits", "model_options": {"width": 8}, "train.epochs": 1},

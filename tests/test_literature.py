@@ -12,6 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sketchprune import SketchpruneError, data, methods, models, prune
+from sketchprune.budgets import erk_densities
 from sketchprune.experiment import Trainer
 from sketchprune.pruning import prunable_parameters, score
 from sketchprune.train import TrainConfig
@@ -50,8 +51,11 @@ def test_score_methods_sample_and_take_any_scope(method, mode, scope):
     counts = m.counts()
     if scope == "global":
         assert sum(k for k, _ in counts.values()) == round(0.3 * sum(t for _, t in counts.values()))
-    elif scope == "layer":
-        assert all(k == max(1, round(0.3 * t)) for k, t in counts.values())
+    else:  # every layer keeps exactly its own budget: 0.3 of it, or its Erdos-Renyi-kernel share
+        shapes = {n: tuple(t.shape) for n, t in m.items()}
+        dens = erk_densities(shapes, 0.3) if scope == "erk" else dict.fromkeys(shapes, 0.3)
+        assert {n: k for n, (k, _) in counts.items()} == {n: max(1, round(dens[n] * t)) for n, (_, t) in counts.items()}
+        assert len(set(dens.values())) > 1 or scope == "layer"  # erk's densities differ between layers here
 
 
 @pytest.mark.parametrize("method", SCORE_METHODS + ["phew", "smart_ratio"])

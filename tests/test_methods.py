@@ -78,9 +78,11 @@ def test_a_method_registered_once_works_in_prune_with_its_option(scratch_registr
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))
-    a = prune(net, "layer_power", 0.2, layer_power_exponent=3.0)
-    b = prune(net, "magnitude", 0.2)
-    assert all(torch.equal(a[n], b[n]) for n in a)  # a monotone map of |theta|: the same top-k
+    # the option reaches the scorer: |theta|^3 sampled at power 1 is |theta| sampled at power 3, not at power 1
+    a = prune(net, "layer_power", 0.2, mode="sample", layer_power_exponent=3.0)
+    b = prune(net, "magnitude", 0.2, mode="sample", power=3.0)
+    c = prune(net, "layer_power", 0.2, mode="sample")
+    assert all(torch.equal(a[n], b[n]) for n in a) and not all(torch.equal(a[n], c[n]) for n in a)
     with pytest.raises(SketchpruneError, match="layer_power_exponent' must be float"):
         prune(net, "layer_power", 0.2, layer_power_exponent="big")
     with pytest.raises(SketchpruneError, match="unknown prune option 'layer_power_exp'.*layer_power_exponent"):

@@ -43,9 +43,11 @@ def test_adding_a_method_as_shown_works():
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
         data = [(torch.randn(10, 6), torch.randint(0, 3, (10,)))]
-        a = prune(net, "gradnorm", 0.5, data=data, gradnorm_power=2.0)
-        b = prune(net, "gradnorm", 0.5, data=data)  # a monotone power: the same top-k
+        a = prune(net, "gradnorm", 0.5, data=data, mode="sample", gradnorm_power=2.0)
+        b = prune(net, "gradnorm", 0.5, data=data, mode="sample", power=2.0)  # |g|^2 at power 1 = |g| at power 2
+        c = prune(net, "gradnorm", 0.5, data=data, mode="sample")
         assert a.density() == round(0.5 * 72) / 72 and all(torch.equal(a[n], b[n]) for n in a)
+        assert not all(torch.equal(a[n], c[n]) for n in a)  # so the option reached the scorer
     finally:
         registry._METHODS.clear()
         registry._METHODS.update(before)

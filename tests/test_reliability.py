@@ -462,9 +462,10 @@ def test_mask_files_errors_and_modes(tmp_path):
         Masks.load_metadata(tmp_path / "missing.safetensors")
 
 
-def test_iid_masks_cost_what_exact_masks_cost():
-    # with replacement until k distinct has the law of successive sampling: computed that way,
-    # iterative SynFlow with iid takes the exact path (it used to draw ever more as k neared n)
+def test_iid_masks_are_drawn_on_the_successive_sampling_path():
+    """Drawing with replacement until k distinct has the law of successive sampling (that law is
+    tested in test_select.py), so iid masks are computed on the exact path, draw for draw: this pins
+    that implementation choice (iterative SynFlow with iid used to draw ever more as k neared n)."""
     model = net()
     a = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="iid")
     b = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="exact")
