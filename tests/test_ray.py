@@ -21,7 +21,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra (installed by make test)")
 
 from sketchprune.cli import main  # noqa: E402
-from sketchprune.sweep import collect  # noqa: E402
+from sketchprune.results import collect  # noqa: E402
 
 CONFIG = """
 fixed:
@@ -90,8 +90,8 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_local(cluster, tmp_path,
     assert killed, "no Ray worker was seen running a task"
     assert counts["done"] == 8 and counts["failed"] == 0
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "local"), "--json"]) == 0
-    local = {r["hash"]: (r["final_test_acc"], r["kept"]) for r in collect(tmp_path / "local")}
-    remote = {r["hash"]: (r["final_test_acc"], r["kept"]) for r in collect(tmp_path / "ray")}
+    local = {r.hash: (r.final_test_acc, r.kept) for r in collect(tmp_path / "local")}
+    remote = {r.hash: (r.final_test_acc, r.kept) for r in collect(tmp_path / "ray")}
     assert remote == local and len(local) == 8
     for p in Path(tmp_path / "ray").rglob("metrics.jsonl"):  # the killed run resumed: each epoch once
         assert [json.loads(x)["epoch"] for x in p.read_text().splitlines()] == list(range(1, 16))

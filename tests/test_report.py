@@ -1,11 +1,13 @@
 """Reports: t intervals, paired differences, the figures and tables, and the page in a real browser."""
 
+import csv
 import json
 import math
 import os
 import shutil
 import subprocess
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from sketchprune import stats
 from sketchprune.cli import main
 from sketchprune.report import collapse_case, paired_differences, pivot_tables, summarize
-from sketchprune.sweep import collect
+from sketchprune.results import collect
 
 SWEEP = """
 fixed: {model: mlp, dataset: digits, model_options: {width: 24},
@@ -61,8 +63,8 @@ def test_summary_and_paired_tables_equal_a_hand_computation(sweep_dir):
     summary = summarize(results)
     acc = {}
     for r in results:
-        c = r["config"]
-        acc.setdefault((c["method"], c["mode"], c["density"]), {})[c["seed"]] = r["final_test_acc"]
+        c = r.config
+        acc.setdefault((c["method"], c["mode"], c["density"]), {})[c["seed"]] = r.final_test_acc
     row = next(r for r in summary if (r["method"], r["mode"]) == ("magnitude", "sample") and r["compression"] > 10)
     vals = list(acc[("magnitude", "sample", row["density"])].values())
     assert row["mean"] == pytest.approx(statistics.fmean(vals))
@@ -85,14 +87,14 @@ def test_collapse_view_picks_the_case_where_the_modes_differ_most(sweep_dir):
     def spread(m, d):
         fr = {}
         for r in results:
-            c = r["config"]
+            c = r.config
             if (c["method"], c["density"]) == (m, d):
-                fr.setdefault(c["mode"], []).append(r["layer_density"])
+                fr.setdefault(c["mode"], []).append(r.layer_density)
         means = [{n: sum(x[n] for x in v) / len(v) for n in v[0]} for v in fr.values()]
         return max(abs(math.log10(p[n] + 1e-4) - math.log10(q[n] + 1e-4)) for p in means for q in means for n in p)
 
-    cases = {(r["config"]["method"], r["config"]["density"]) for r in results
-             if r["config"]["density"] < 1 and r["config"]["method"] != "random"}
+    cases = {(r.config["method"], r.config["density"]) for r in results
+             if r.config["density"] < 1 and r.config["method"] != "random"}
     assert spread(method, density) == pytest.approx(max(spread(m, d) for m, d in cases))
     assert set(modes) == {"topk", "sample", "auto"}
 
@@ -111,6 +113,17 @@ def test_report_files_and_figures(sweep_dir, capsys):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SELF_CHECK = ("<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"
+              "var ok=i.every(function(x){return x.complete&&x.naturalWidth>0});"
+              "document.body.setAttribute('data-images',ok?'ok':'broken');});</script>")
+
+
+def with_self_check(page: Path, out: Path) -> Path:
+    """A copy of ``page`` whose body records, once loaded, whether every image loaded (data-images)."""
+    text = page.read_text()
+    assert text.count("</body>") == 1
+    out.write_text(text.replace("</body>", SELF_CHECK + "</body>"))
+    return out
 
 
 def render(page: Path, tmp_path: Path) -> tuple[str, str]:
@@ -129,12 +142,13 @@ def render(page: Path, tmp_path: Path) -> tuple[str, str]:
 def test_the_page_renders_in_a_real_browser(sweep_dir, tmp_path):
     assert CHROMIUM, "chromium is missing: apt-get install chromium (.ci/run does)"
     main(["report", str(sweep_dir)])
-    dom, log = render(sweep_dir / "report" / "report.html", tmp_path)
+    page = with_self_check(sweep_dir / "report" / "report.html", tmp_path / "page.html")
+    dom, log = render(page, tmp_path)
     assert 'data-images="ok"' in dom, "an image did not load"
     assert "Uncaught" not in log, log[-2000:]
     # the checks can fail: a broken image and a throwing script are caught
     bad = tmp_path / "bad.html"
-    bad.write_text((sweep_dir / "report" / "report.html").read_text().replace(
+    bad.write_text(page.read_text().replace(
         "data:image/png;base64,", "data:image/png;base64,AAAA", 1).replace("</body>", "<script>nope();</script></body>"))
     dom, log = render(bad, tmp_path)
     assert 'data-images="broken"' in dom and "Uncaught" in log
@@ -143,6 +157,42 @@ def test_the_page_renders_in_a_real_browser(sweep_dir, tmp_path):
                     "--window-size=1400,2400", f"--screenshot={tmp_path / 'page.png'}",
                     (sweep_dir / "report" / "report.html").as_uri()], capture_output=True, timeout=120)
     assert (tmp_path / "page.png").read_bytes()[:4] == b"\x89PNG"
+
+
+READ_ONLY_REPORT = """
+import json, sys
+from sketchprune.report import build_report
+rep = build_report(sys.argv[1])
+print(json.dumps({"runs": rep["runs"], "modules": sorted(m for m in sys.modules if m.startswith("sketchprune"))}))
+"""
+
+
+def test_the_report_reads_results_without_the_runner_or_the_training_stack(tmp_path):
+    from sketchprune.atomic import write_json
+    from sketchprune.results import Result
+
+    runs = [(m, mode, d, s) for m in ("magnitude", "snip") for mode in ("topk", "sample") for d in (0.5, 0.1)
+            for s in (0, 1)] + [("random", "topk", 1.0, s) for s in (0, 1)]
+    for i, (method, mode, density, seed) in enumerate(runs):
+        acc = 0.5 + i / 100  # every run its own accuracy, to find it in the table
+        r = Result(config={"model": "mlp", "dataset": "digits", "method": method, "mode": mode, "density": density,
+                           "seed": seed}, hash=f"h{i:02d}", compression=1 / density, final_test_acc=acc,
+                   best_test_acc=acc, final_train_loss=1.0, kept=round(100 * density), total=100,
+                   density_actual=density, collapsed=[], layer_density={"0.weight": density, "2.weight": density / 2},
+                   diagnostics={"min_layer_density": density / 2, "connected": True, "log10_paths": 10 * density,
+                                "log10_flow": density}, prune_seconds=0.1, wall_seconds=1.0)
+        write_json(tmp_path / "runs" / r.hash / "result.json", r.to_dict())
+    out = subprocess.run([sys.executable, "-c", READ_ONLY_REPORT, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["runs"] == len(runs) and "sketchprune.results" in got["modules"]
+    assert not {"sketchprune.train", "sketchprune.experiment", "sketchprune.sweep"} & set(got["modules"])
+    with open(tmp_path / "report" / "results.csv") as f:
+        rows = {r["hash"]: r for r in csv.DictReader(f)}
+    assert len(rows) == len(runs) and float(rows["h03"]["final_test_acc"]) == 0.53 and rows["h03"]["kept"] == "10"
+    summary = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 2 * 2 * 2 + 1  # methods x modes x densities, and the dense model
 
 
 def test_diagnostic_power_ranks_disconnected_masks_lowest():

@@ -15,7 +15,8 @@ from sketchprune.cli import main
 from sketchprune.config import config_hash, non_default
 from sketchprune.experiment import RunConfig
 from sketchprune.experiment import make_config
-from sketchprune.sweep import collect, load
+from sketchprune.results import collect
+from sketchprune.sweep import load
 from sketchprune.train import TrainConfig
 
 TINY = """
@@ -92,8 +93,8 @@ def test_workers_give_the_same_results_as_sequential(tmp_path):
     cfg = write(tmp_path)
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "seq")]) == 0
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "par"), "--workers", "2"]) == 0
-    seq = {r["hash"]: r["final_test_acc"] for r in collect(tmp_path / "seq")}
-    par = {r["hash"]: r["final_test_acc"] for r in collect(tmp_path / "par")}
+    seq = {r.hash: r.final_test_acc for r in collect(tmp_path / "seq")}
+    par = {r.hash: r.final_test_acc for r in collect(tmp_path / "par")}
     assert seq == par and len(seq) == 8
 
 
@@ -134,15 +135,15 @@ def test_report_tables_equal_results_and_files_are_valid(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    results = {r["hash"]: r for r in collect(out)}
+    results = {r.hash: r for r in collect(out)}
     import csv
 
     with open(rep["files"]["results_csv"]) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
     for row in rows:
-        assert float(row["final_test_acc"]) == pytest.approx(results[row["hash"]]["final_test_acc"])
-        assert int(row["kept"]) == results[row["hash"]]["kept"]
+        assert float(row["final_test_acc"]) == pytest.approx(results[row["hash"]].final_test_acc)
+        assert int(row["kept"]) == results[row["hash"]].kept
     for key in ("accuracy_png", "differences_png", "collapse_png"):
         assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = Path(rep["files"]["html"]).read_text()

@@ -197,7 +197,7 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
     data = experiment.load_data(cfg, data_root, download)
     model = experiment.build_model(cfg, data)
     if cfg.structure == "units":  # a smaller dense network: report its layers and costs
-        from sketchprune.structured import costs
+        from sketchprune.costs import costs
 
         report = experiment.units_report(experiment.units_model(cfg, model, data), costs(model, data.input_shape),
                                          data.input_shape)
@@ -225,14 +225,16 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
 def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[str], download: bool,
               device: Optional[str]) -> None:
     """Prune at initialization, then train; writes a run folder with config, masks, metrics and result."""
-    from sketchprune.experiment import run, run_name
+    from sketchprune.experiment import run
+    from sketchprune.results import RESULT_FILE, run_name
     from sketchprune.train import resolve_device
 
     resolve_device(device)  # a missing GPU is an error before any work
     out = out if out is not None else Path("runs/train") / run_name(cfg)
     result = run(cfg, out, device=device, data_root=data_root, download=download, progress=not as_json)
+    record = result.to_dict()
     keys = ["final_test_acc", "best_test_acc", "kept", "total", "density_actual", "wall_seconds"]
-    emit(result, as_json, [("result", [{k: result[k] for k in keys}], keys)], {"result": out / "result.json"})
+    emit(record, as_json, [("result", [{k: record[k] for k in keys}], keys)], {"result": out / RESULT_FILE})
 
 
 _register_settings_command("prune", prune_cmd, out_json_params("runs/prune") + _data_params())
@@ -250,7 +252,8 @@ def methods_cmd(
                                                                "whose VGG-16-BN times fill a cost column."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """List every registered pruning method (built-in and plugins) with its kind, data, rounds and options."""
+    """List every registered pruning method (built-in and plugins) with its forms (weights, units), kind, data,
+    rounds and options."""
     from sketchprune import methods
 
     if markdown:
@@ -259,7 +262,8 @@ def methods_cmd(
     rows = []
     for name in methods.names():
         m = methods.get(name)
-        rows.append({"method": name, "kind": m.kind, "data": m.data, "rounds": m.rounds, "signed": m.signed,
+        rows.append({"method": name, "forms": ",".join(m.forms), "kind": m.kind if m.fn else "-", "data": m.data,
+                     "rounds": m.rounds, "signed": m.signed,
                      "options": ", ".join(f"{k}={v}" for k, v in m.defaults().items()) or "-",
                      "source": m.source, "description": m.description})
     emit({"methods": rows}, as_json, [("", [{k: r[k] for k in r if k != "description"} for r in rows], None)], {})

@@ -4,7 +4,8 @@ Every command builds its runs the same way: flat settings (CLI flags, sweep keys
 -> :func:`make_config` -> :class:`RunConfig` (checked whole before any work) -> :func:`run`.
 
 A run folder holds ``config.json``, ``masks.safetensors``, ``metrics.jsonl``, ``checkpoint.pt``
-and, last and atomically, ``result.json``: a folder with ``result.json`` is a finished run.
+and, last and atomically, ``result.json`` (a :class:`~sketchprune.results.Result`): a folder with
+``result.json`` is a finished run. :mod:`sketchprune.results` is the layout and the record.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from torch import nn
 from sketchprune import config as cfgmod
 from sketchprune import data as datasets
 from sketchprune import methods, models, seeding
-from sketchprune.atomic import read_json, write_json
+from sketchprune.atomic import read_json, read_safetensors, write_json, write_safetensors
 from sketchprune.config import config_hash, setting, to_dict
+from sketchprune.costs import cost_fractions, costs
 from sketchprune.diagnostics import mask_diagnostics
 from sketchprune.export import project_nm
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
 from sketchprune.pruning import PruneOptions, prune, prune_settings, reinitialize
-from sketchprune.structured import KEEP_BY, UNIT_METHODS, costs, prune_units
+from sketchprune.results import CONFIG_FILE, MASKS_FILE, RESULT_FILE, START_FILE, UNITS_FILE, Result, load_result
+from sketchprune.structured import KEEP_BY, UNIT_METHODS, prune_units
 from sketchprune.train import Callback, TrainConfig, train
 
 
@@ -143,10 +146,6 @@ def density_from(density: float | None, compression: float | None, default: floa
     return 1.0 / compression
 
 
-def run_name(cfg: RunConfig) -> str:
-    return f"{cfg.method}-{cfg.mode}-d{cfg.density:.4g}-s{cfg.seed}-{config_hash(cfg)}"
-
-
 def prune_batches(data: datasets.Dataset, cfg: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``prune_batches`` batches of a seeded permutation of the training set."""
     perm = torch.randperm(len(data.train_y), generator=seeding.generator(cfg.seed, "prune-data"))
@@ -200,7 +199,7 @@ def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder
 def _claim(out: Path, cfg: RunConfig) -> None:
     """Make ``out`` the folder of ``cfg``: a folder that holds another config's run is an error
     (so a resume never mixes two configs), one that holds this config's run is resumed."""
-    record = out / "config.json"
+    record = out / CONFIG_FILE
     if record.exists():
         try:
             held = read_json(record).get("hash")
@@ -211,31 +210,9 @@ def _claim(out: Path, cfg: RunConfig) -> None:
                 f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
                 f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
         return
-    check(not (out / "result.json").exists() and not (out / "masks.safetensors").exists(),
-          f"run folder {out} holds a run without its config.json; pass another --out or delete the folder")
+    check(not (out / RESULT_FILE).exists() and not (out / MASKS_FILE).exists(),
+          f"run folder {out} holds a run without its {CONFIG_FILE}; pass another --out or delete the folder")
     write_json(record, {"hash": config_hash(cfg), **to_dict(cfg)})
-
-
-def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    from sketchprune.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-
-
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors' own error types
-        raise SketchpruneError(f"{path} is damaged ({type(e).__name__}); delete the run folder to start over") from None
-
-
-def _cost_fractions(pruned: dict[str, float], dense: dict[str, float]) -> dict[str, float]:
-    return {"params_fraction": pruned["params"] / dense["params"], "macs_fraction": pruned["macs"] / dense["macs"]}
 
 
 def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.Module:
@@ -248,47 +225,33 @@ def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.
 def units_report(small: nn.Module, dense_costs: dict[str, float], input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Kept units per layer and the parameter / MAC fractions of a network from :func:`units_model`."""
     return {"layers": {n: {"kept": k, "total": t} for n, (k, t) in small.kept_units.items()},
-            **_cost_fractions(costs(small, input_shape), dense_costs)}
+            **cost_fractions(costs(small, input_shape), dense_costs)}
 
 
 def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
-               progress: bool, t0: float, dense_costs: dict[str, float]) -> dict[str, Any]:
-    """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train."""
+               progress: bool, t0: float, dense_costs: dict[str, float]
+               ) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train.
+    Returns what training returned, the pruning fields of the Result and the seconds until training."""
     small = units_model(cfg, model, data)
     report = units_report(small, dense_costs, data.input_shape)
-    write_json(out / "units.json", report)
+    write_json(out / UNITS_FILE, report)
     prune_seconds = time.perf_counter() - t0
     trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed)
-    fractions = {k: report[k] for k in ("params_fraction", "macs_fraction")}
-    result = {
-        "config": to_dict(cfg), "hash": config_hash(cfg), "compression": 1 / cfg.density,
-        "final_test_acc": trained["final_test_acc"], "best_test_acc": trained["best_test_acc"],
-        "final_train_loss": trained["final_train_loss"],
-        "kept": round(report["params_fraction"] * dense_costs["params"]), "total": int(dense_costs["params"]),
-        "density_actual": report["params_fraction"],
-        "collapsed": [], "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
-        "diagnostics": None, "auto": None, **fractions,
-        "prune_seconds": prune_seconds, "wall_seconds": time.perf_counter() - t0,
-    }
-    write_json(out / "result.json", result)
-    return result
+    pruned = {"kept": round(report["params_fraction"] * dense_costs["params"]), "total": int(dense_costs["params"]),
+              "density_actual": report["params_fraction"], "collapsed": [],
+              "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
+              "diagnostics": None, "auto": None,
+              "params_fraction": report["params_fraction"], "macs_fraction": report["macs_fraction"]}
+    return trained, pruned, prune_seconds
 
 
-def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
-        download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> dict[str, Any]:
-    """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result."""
-    out = Path(out)
-    _claim(out, cfg)
-    done = out / "result.json"
-    if done.exists():
-        return read_json(done)
-    t0 = time.perf_counter()
-    data = dataset if dataset is not None else load_data(cfg, data_root, download)
-    model = build_model(cfg, data)
-    dense_costs = costs(model, data.input_shape)
-    if cfg.structure == "units":
-        return _run_units(cfg, model, data, out, device, progress, t0, dense_costs)
-    masks_path, start_path = out / "masks.safetensors", out / "start.safetensors"
+def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
+                 progress: bool, t0: float, dense_costs: dict[str, float]
+                 ) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """A run with a mask: prune (or read the masks a killed run saved), train. Returns what
+    training returned, the pruning fields of the Result and the seconds until training."""
+    masks_path, start_path = out / MASKS_FILE, out / START_FILE
     if masks_path.exists():
         masks = Masks.load(masks_path)
     else:
@@ -297,25 +260,42 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
             n, m = (int(v) for v in cfg.nm.split(":"))
             masks = project_nm(masks, model, n, m)
         if masks.start_state is not None:  # the method rewound the weights (imp): train from those
-            _save_state(masks.start_state, start_path)
+            write_safetensors(start_path, masks.start_state)
         masks.save(masks_path)
     if start_path.exists():
-        model.load_state_dict(_load_state(start_path))
+        model.load_state_dict(read_safetensors(start_path, what="start weights",
+                                               fix="delete the run folder to start over")[0])
     diagnostics = mask_diagnostics(model, masks, data.input_shape)  # what theory says before training
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
     trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed)
     rep = masks.report()
-    result = {
-        "config": to_dict(cfg), "hash": config_hash(cfg), "compression": 1 / cfg.density,
-        "final_test_acc": trained["final_test_acc"], "best_test_acc": trained["best_test_acc"],
-        "final_train_loss": trained["final_train_loss"], "kept": rep["kept"], "total": rep["total"],
-        "density_actual": rep["density"], "collapsed": rep["collapsed"],
-        "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
-        "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
-        **_cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs),
-        "prune_seconds": prune_seconds, "wall_seconds": time.perf_counter() - t0,
-    }
-    write_json(done, result)
+    pruned = {"kept": rep["kept"], "total": rep["total"], "density_actual": rep["density"],
+              "collapsed": rep["collapsed"], "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
+              "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
+              **cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs)}
+    return trained, pruned, prune_seconds
+
+
+def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
+        download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> Result:
+    """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result (a finished
+    run's is read back from its ``result.json``)."""
+    out = Path(out)
+    _claim(out, cfg)
+    done = out / RESULT_FILE
+    if done.exists():
+        return load_result(done)
+    t0 = time.perf_counter()
+    data = dataset if dataset is not None else load_data(cfg, data_root, download)
+    model = build_model(cfg, data)
+    dense_costs = costs(model, data.input_shape)
+    prune_and_train = _run_units if cfg.structure == "units" else _run_weights
+    trained, pruned, prune_seconds = prune_and_train(cfg, model, data, out, device, progress, t0, dense_costs)
+    result = Result(config=to_dict(cfg), hash=config_hash(cfg), compression=1 / cfg.density,
+                    final_test_acc=trained["final_test_acc"], best_test_acc=trained["best_test_acc"],
+                    final_train_loss=trained["final_train_loss"], **pruned,
+                    prune_seconds=prune_seconds, wall_seconds=time.perf_counter() - t0)
+    write_json(done, result.to_dict())
     return result

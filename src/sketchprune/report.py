@@ -15,7 +15,12 @@ compression per mode, best in bold, significant differences to top-k marked), an
 * ``report.html``: all of it on one offline page.
 
 Runs at density 1 are the dense reference. A settings group is one (model, dataset) pair; each
-group gets its own figures (``accuracy-2.png``, ...) when a folder holds several.
+group gets its own figures (``accuracy-2.png``, ...) when a folder holds several. Panels follow
+the methods' registration order; lines are coloured by mode.
+
+The runs are read with :mod:`sketchprune.results` (the run-folder layout and the
+:class:`~sketchprune.results.Result` record): a report needs neither the sweep runner nor the
+training stack.
 """
 
 from __future__ import annotations
@@ -30,21 +35,11 @@ from typing import Any
 
 from sketchprune import stats
 from sketchprune.errors import SketchpruneError
+from sketchprune.results import Result, collect
 from sketchprune.tables import html_table, markdown_table
 
 MODES = ("topk", "sample", "auto")
 MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto": ("tab:green", ":")}
-PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:pink", "tab:green", "tab:red", "tab:purple", "tab:brown",
-           "tab:olive", "tab:cyan", "navy", "gold", "teal", "crimson", "darkkhaki", "slateblue", "sienna", "lime")
-
-
-def color_of(method: str) -> str:
-    """The plot colour of ``method``: one per registered method, in registration order (plugins too)."""
-    from sketchprune import methods
-
-    names = methods.names()
-    i = names.index(method) if method in names else len(names) + sum(map(ord, method))
-    return PALETTE[i % len(PALETTE)]
 
 
 def setting_of(config: dict[str, Any]) -> str:
@@ -73,34 +68,34 @@ RESULT_COLUMNS = ["hash", "setting", "method", "mode", "density", "compression",
                   "wall_seconds"]
 
 
-def flat_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One table row of a run's ``result.json``."""
-    c = result["config"]
-    diag = result.get("diagnostics") or {}
-    auto = result.get("auto") or {}
-    return {"hash": result["hash"], "setting": setting_of(c), "method": method_label(c), "mode": c["mode"],
-            "density": c["density"], "compression": result["compression"], "seed": c["seed"],
-            "final_test_acc": result["final_test_acc"], "best_test_acc": result["best_test_acc"],
-            "kept": result["kept"], "total": result["total"], "collapsed_layers": len(result["collapsed"]),
+def flat_row(result: Result) -> dict[str, Any]:
+    """One table row of a run's result."""
+    c = result.config
+    diag = result.diagnostics or {}
+    auto = result.auto or {}
+    return {"hash": result.hash, "setting": setting_of(c), "method": method_label(c), "mode": c["mode"],
+            "density": c["density"], "compression": result.compression, "seed": c["seed"],
+            "final_test_acc": result.final_test_acc, "best_test_acc": result.best_test_acc,
+            "kept": result.kept, "total": result.total, "collapsed_layers": len(result.collapsed),
             "min_layer_density": diag.get("min_layer_density"), "connected": diag.get("connected"),
             "log10_paths": diag.get("log10_paths"), "log10_flow": diag.get("log10_flow"),
             "auto_mode": auto.get("mode"), "auto_power": auto.get("power"),
-            "params_fraction": result.get("params_fraction"), "macs_fraction": result.get("macs_fraction"),
-            "wall_seconds": result["wall_seconds"]}
+            "params_fraction": result.params_fraction, "macs_fraction": result.macs_fraction,
+            "wall_seconds": result.wall_seconds}
 
 
-def _by_seed(results: list[dict[str, Any]], metric: str) -> dict[tuple, dict[int, float]]:
+def _by_seed(results: list[Result], metric: str) -> dict[tuple, dict[int, float]]:
     """(setting, method, mode, density) -> seed -> metric; density-1 runs are (setting, 'dense', 'dense', 1)."""
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for r in results:
-        c = r["config"]
+        c = r.config
         key = (setting_of(c), "dense", "dense", 1.0) if c["density"] >= 1 else \
             (setting_of(c), method_label(c), c["mode"], c["density"])
-        groups[key][c["seed"]] = r[metric]
+        groups[key][c["seed"]] = getattr(r, metric)
     return groups
 
 
-def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
+def summarize(results: list[Result], metric: str = "final_test_acc") -> list[dict[str, Any]]:
     """Mean, 95 % t interval, std and seeds of ``metric`` per (setting, method, mode, density)."""
     rows = []
     for (setting, method, mode, density), seeds in sorted(_by_seed(results, metric).items(),
@@ -113,7 +108,7 @@ def summarize(results: list[dict[str, Any]], metric: str = "final_test_acc") -> 
     return rows
 
 
-def paired_differences(results: list[dict[str, Any]], metric: str = "final_test_acc") -> list[dict[str, Any]]:
+def paired_differences(results: list[Result], metric: str = "final_test_acc") -> list[dict[str, Any]]:
     """``sample - topk`` and ``auto - topk`` per (setting, method, density), paired by seed."""
     groups = _by_seed(results, metric)
     rows = []
@@ -273,20 +268,20 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
     return save_figure(fig, path)
 
 
-def collapse_case(results: list[dict[str, Any]], setting: str, run: str | None = None
+def collapse_case(results: list[Result], setting: str, run: str | None = None
                   ) -> tuple[str, float, dict[str, dict[str, float]]] | None:
     """The (method, density) whose per-layer kept fractions differ most between the modes (or the
     case of run ``run``), with each mode's mean per-layer fraction over seeds."""
     per: dict[tuple, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        c = r["config"]
+        c = r.config
         if setting_of(c) == setting and c["density"] < 1:
-            per[(method_label(c), c["density"])][c["mode"]].append(r["layer_density"])
+            per[(method_label(c), c["density"])][c["mode"]].append(r.layer_density)
     if run is not None:
-        chosen = next((r for r in results if r["hash"] == run), None)
+        chosen = next((r for r in results if r.hash == run), None)
         if chosen is None:
             raise SketchpruneError(f"no run with hash {run!r} here; see results.csv for the hashes")
-        keys = [(method_label(chosen["config"]), chosen["config"]["density"])]
+        keys = [(method_label(chosen.config), chosen.config["density"])]
     else:
         keys = [k for k, modes in per.items() if len(modes) > 1]
     if not keys:
@@ -369,17 +364,9 @@ DIAGNOSTICS_NOTE = ("Per compression, over every pruned run: the Spearman correl
                     "final test accuracy (rho), and the mean accuracy of connected and disconnected masks.")
 
 
-def _self_check_script() -> str:
-    """A script that records on the page whether every image loaded (read by the browser test)."""
-    return ("<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);"
-            "var ok=i.every(function(x){return x.complete&&x.naturalWidth>0});"
-            "document.body.setAttribute('data-images',ok?'ok':'broken');});</script>")
-
-
 def build_report(root: str | Path, out: str | Path | None = None, run: str | None = None) -> dict[str, Any]:
     """Collect every run under ``root`` into CSV/Markdown tables, figures and one offline HTML page."""
     from sketchprune.atomic import write_csv, write_text
-    from sketchprune.sweep import collect
 
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
@@ -432,7 +419,7 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
         + f"<h2>Paired differences</h2>{html_table(paired)}"
         + f"<h2>Mask diagnostics at init against the final accuracy</h2><p>{html.escape(DIAGNOSTICS_NOTE)}</p>"
         + f"{html_table(power)}<h2>All runs</h2>{html_table(rows, RESULT_COLUMNS)}"
-        + _self_check_script() + "</body></html>"
+        + "</body></html>"
     )
     files["html"] = write_text(out / "report.html", page)
     return {"runs": len(results), "summary": summary, "paired": paired,

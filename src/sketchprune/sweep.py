@@ -28,7 +28,6 @@ import itertools
 import os
 import shutil
 import traceback
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,14 @@ from typing import Any
 import yaml
 
 from sketchprune import config as cfgmod
-from sketchprune.atomic import read_json, write_json
+from sketchprune.atomic import write_json
 from sketchprune.errors import SketchpruneError, check, one_line_warnings
 from sketchprune.experiment import RunConfig, make_config
 from sketchprune.experiment import run as run_experiment
 from sketchprune.methods import registry
+from sketchprune.results import ERROR_FILE, Result, status
+from sketchprune.results import collect, read_result  # noqa: F401  (the names sweep.collect and sweep.read_result)
+from sketchprune.results import run_folder as folder
 from sketchprune.train import resolve_device
 
 
@@ -135,42 +137,19 @@ def load(path: str | os.PathLike) -> Sweep:
     return from_spec(spec, str(path))
 
 
-def folder(root: Path, cfg: RunConfig) -> Path:
-    return root / "runs" / cfgmod.config_hash(cfg)
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    """A run's ``result.json``, or None when it is missing or cannot be read as a result."""
-    try:
-        result = read_json(path)
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(result, dict) and {"config", "hash", "final_test_acc"} <= set(result)
-    return result if ok else None
-
-
-def status(run_dir: Path) -> str:
-    """"done", "failed" (``error.json``, or a ``result.json`` that cannot be read) or "todo"."""
-    if (run_dir / "result.json").exists():
-        return "done" if read_result(run_dir / "result.json") is not None else "failed"
-    if (run_dir / "error.json").exists():
-        return "failed"
-    return "todo"
-
-
 def run_recorded(cfg_dict: dict[str, Any], run_dir: str, device: str | None, data_root: str | None
                  ) -> dict[str, Any]:
     """Run one config (a plain dict, so it crosses process boundaries); a failure is recorded in
-    ``error.json`` and returned, never raised."""
+    ``error.json`` and returned, never raised. A finished run's outcome holds its ``result`` (a Result)."""
     path = Path(run_dir)
     try:
-        result = run_experiment(make_config(cfg_dict), path, device=device, data_root=data_root)
-        if (path / "error.json").exists():
-            (path / "error.json").unlink()
+        result: Result = run_experiment(make_config(cfg_dict), path, device=device, data_root=data_root)
+        if (path / ERROR_FILE).exists():
+            (path / ERROR_FILE).unlink()
         return {"status": "done", "dir": run_dir, "result": result}
     except Exception as e:  # a failing run must not stop the sweep
         err = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-        write_json(path / "error.json", err)
+        write_json(path / ERROR_FILE, err)
         return {"status": "failed", "dir": run_dir, "error": err["error"]}
 
 
@@ -303,16 +282,3 @@ def _ray_backend(todo, sweep: Sweep, address: str):
             except Exception as e:  # the task died more often than its retries allow
                 yield {"status": "failed", "dir": "?", "error": f"{type(e).__name__}: {e}"}
 
-
-def collect(root: Path) -> list[dict[str, Any]]:
-    """Every finished run's result under ``root`` (recursively), in a stable order; a result file
-    that cannot be read is left out with a warning (the sweep reruns it with --retry-failed)."""
-    results = []
-    for p in sorted(Path(root).rglob("result.json")):
-        r = read_result(p)
-        if r is None:
-            warnings.warn(f"{p} cannot be read as a result; left out (sketchprune sweep --retry-failed reruns it)",
-                          RuntimeWarning, stacklevel=2)
-        else:
-            results.append(r)
-    return results
