@@ -27,12 +27,11 @@ from sketchprune.atomic import read_json, read_safetensors, write_json, write_sa
 from sketchprune.config import config_hash, setting, to_dict
 from sketchprune.costs import cost_fractions, costs
 from sketchprune.diagnostics import mask_diagnostics
-from sketchprune.export import project_nm
+from sketchprune.nm import project_nm
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
-from sketchprune.pruning import PruneOptions, prune, prune_settings, reinitialize
+from sketchprune.pruning import KEEP_BY, PruneOptions, method_settings, prune_units, prune_with, reinitialize
 from sketchprune.results import CONFIG_FILE, MASKS_FILE, RESULT_FILE, START_FILE, UNITS_FILE, Result, load_result
-from sketchprune.structured import KEEP_BY, UNIT_METHODS, prune_units
 from sketchprune.train import Callback, TrainConfig, train
 
 
@@ -49,8 +48,7 @@ class RunConfig(PruneOptions):
                                                 "input_shape come from the data).")
     dataset: str = setting("mnist1d", "Data set.", choices=datasets.names)
     data_options: dict[str, Any] = setting({}, "Keywords of the data set, e.g. samples=10000.")
-    method: str = setting("magnitude", "Pruning method (with structure=units: a unit score).",
-                          choices=lambda: methods.names() + [m for m in UNIT_METHODS if m not in methods.names()])
+    method: str = setting("magnitude", "Pruning method (with structure=units: its unit form).", choices=methods.names)
     structure: str = setting("weights", "What is pruned: weights (a sparse mask) or units (whole units and channels "
                                         "removed: a smaller dense network, sketchprune.prune_units).",
                              choices=("weights", "units"))
@@ -70,7 +68,7 @@ class RunConfig(PruneOptions):
 
     def __post_init__(self) -> None:
         # keep the option mappings canonical (typed, defaults dropped) so that equal runs hash equally
-        if self.structure == "weights":
+        if self.structure == "weights" and methods.get(self.method).fn is not None:
             object.__setattr__(self, "method_options", methods.get(self.method).non_default(self.method_options))
         object.__setattr__(self, "model_options", models.options(self.model, self.model_options))
         object.__setattr__(self, "data_options", datasets.options(self.dataset, self.data_options))
@@ -83,11 +81,11 @@ class RunConfig(PruneOptions):
               f"augment (crop and flip) applies to image data sets ({', '.join(datasets.IMAGE_SETS)}); "
               f"{self.dataset} has none: drop augment")
         check(self.prune_batches >= 1 and self.prune_batch_size >= 1, "prune_batches and prune_batch_size must be >= 1")
+        spec = methods.get(self.method)
         if self.structure == "units":
-            check(self.method in UNIT_METHODS, f"structure=units takes a unit score ({', '.join(UNIT_METHODS)}), "
-                                               f"not {self.method!r}")
+            spec.check_form("units")
             check(self.mode in ("topk", "sample"), "structure=units takes mode topk or sample")
-            check(not self.method_options and self.iterations == 0 and not self.invert and not self.shuffle,
+            check(not self.method_options and self.iterations is None and not self.invert and not self.shuffle,
                   "structure=units takes no method options, iterations, invert or shuffle")
             check(not self.rescale or self.mode == "sample", "rescale applies to sampled units (mode=sample)")
             return
@@ -97,11 +95,12 @@ class RunConfig(PruneOptions):
             n, _, m = self.nm.partition(":")
             check(n.isdigit() and m.isdigit() and 1 <= int(n) <= int(m),
                   f"nm must look like 2:4 (N <= M), got {self.nm!r}")
-        prune_settings(methods.get(self.method), {**self.prune_options(), **self.method_options})
+        # the one check of the method's options (with this config as its PruneOptions); prune_model reuses it
+        object.__setattr__(self, "_method_settings", method_settings(spec, self, self.method_options))
 
-    def prune_options(self) -> dict[str, Any]:
-        """The common prune options of this run (the fields it shares with ``PruneOptions``)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PruneOptions)}
+    def method_settings(self) -> Any:
+        """The method's checked options object (built once, when the config was made)."""
+        return self._method_settings  # type: ignore[attr-defined]
 
 
 methods.registry.reserve([f.name for f in dataclasses.fields(RunConfig)] + [f"train.{f.name}" for f in
@@ -190,10 +189,10 @@ def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder
                 device: str | None = None) -> Masks:
     """The run's masks for ``model`` (warnings such as layer collapse are the caller's to show); a
     method that trains while it prunes keeps its checkpoints under ``folder``."""
-    trainer = Trainer(data, cfg.train, folder, cfg.seed, device) if methods.get(cfg.method).kind == "train" else None
-    return prune(model, cfg.method, cfg.density, data=prune_batches(data, cfg), seed=cfg.seed, trainer=trainer,
-                 input_shape=data.input_shape, **{**cfg.prune_options(), "iterations": cfg.iterations or None},
-                 **cfg.method_options)
+    return prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density,
+                      data=prune_batches(data, cfg), seed=cfg.seed, trainer=Trainer(data, cfg.train, folder, cfg.seed,
+                                                                                    device),
+                      input_shape=data.input_shape)
 
 
 def _claim(out: Path, cfg: RunConfig) -> None:
