@@ -1,6 +1,7 @@
 """NTK-SAP (Wang et al., ICLR 2023): neural tangent kernel spectrum-aware pruning, data-free.
 
-The saliency of each weight is ``|dJ/dm|``, the gradient with respect to its mask entry of
+The saliency of each weight is ``|sum_r dJ_r/dm|``: the gradient with respect to its mask entry,
+summed signed over the round's re-draws ``r`` before the absolute value is taken, of
 
     J = sum_x || f(x; m * theta) - f(x; m * (theta + eps * z)) ||^2,
 
@@ -52,7 +53,7 @@ class NtkSapOptions:
           description="NTK-SAP (Wang et al., ICLR 2023): saliency of the NTK trace by finite differences of "
                       "outputs under weight perturbation, weights re-drawn every batch, data-free")
 def ntk_sap(ctx: Context) -> Scores:
-    """``|dJ/dm|`` summed over the round's re-draws (see the module docstring)."""
+    """``|sum_r dJ_r/dm|`` over the round's re-draws (see the module docstring)."""
     from torch.func import functional_call
 
     o: NtkSapOptions = ctx.options
@@ -85,8 +86,8 @@ def ntk_sap(ctx: Context) -> Scores:
         grads = torch.autograd.grad(J, [masks[n] for n in names], allow_unused=True)
         for n, g in zip(names, grads):
             if g is not None:
-                scores[n] += g.abs()
-    return {n: s.mul_(current[n]) for n, s in scores.items()}
+                scores[n] += g  # signed: the reference sums dJ/dm over the re-draws, then takes |.|
+    return {n: s.abs_().mul_(current[n]) for n, s in scores.items()}
 
 
 def redraw(model: nn.Module, generator: torch.Generator) -> None:
