@@ -3,21 +3,32 @@
 MLP and VGG-11-BN at batch 64, SGD with momentum, density 0.1. All variants run interleaved in
 this one process (best of ``--steps`` after warm-up); ratios are to the dense step.
 Run: ``python benchmarks/bench_train.py [--device cuda]``.
+
+``--compare OLD_SRC [--against NEW_SRC]`` times two copies of the library side by side: worker
+processes import ``sketchprune`` from each ``src`` folder in turn (alternating, ``--rounds``
+times, best of all) and measure the masked and dense steps, a dense step while masks are applied
+to another model (what an optimizer of unmasked parameters pays for ``Masks.apply``), and
+``train()`` end to end on the E5 MLP on MNIST-1D (masked at density 0.1, checkpoint and metrics
+written: every built-in callback of the loop). It prints each figure for both and the ratio.
+Run: ``python benchmarks/bench_train.py --compare /path/to/old/src``.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-
-import torch
-import torch.nn.functional as F
-
-from sketchprune import models, prune
+from pathlib import Path
 
 
 def step_time(model, x, y, steps: int, device) -> float:
+    import torch
+    import torch.nn.functional as F
+
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     best = float("inf")  # best step: the machine is shared, the minimum is the least disturbed
     for i in range(steps + 2):
@@ -34,13 +45,14 @@ def step_time(model, x, y, steps: int, device) -> float:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args()
-    torch.set_num_threads(2)
+def table(args: argparse.Namespace) -> None:
+    """The in-process table: dense, masked and forward-multiply steps of each model."""
+    import copy
+
+    import torch
+
+    from sketchprune import models, prune
+
     dev = torch.device(args.device)
     print(f"{'model':>8} {'dense ms':>9} {'masked ms':>9} {'x dense':>8} {'fwd-mult ms':>11} {'x dense':>8}")
     for name in ("mlp", "vgg11_bn"):
@@ -60,6 +72,94 @@ def main() -> None:
         handle.remove()
         print(f"{name:>8} {t['dense'] * 1e3:>9.2f} {t['masked'] * 1e3:>9.2f} {t['masked'] / t['dense']:>8.3f} "
               f"{t['fwd'] * 1e3:>11.2f} {t['fwd'] / t['dense']:>8.3f}", flush=True)
+
+
+def worker(args: argparse.Namespace) -> dict[str, float]:
+    """One process's figures (seconds) for the library it imported: best of its own repeats."""
+    import copy
+
+    import torch
+
+    import sketchprune
+    from sketchprune import data, models, prune
+    from sketchprune.train import TrainConfig, train
+
+    assert Path(sketchprune.__file__).resolve().is_relative_to(Path(args.src).resolve()), sketchprune.__file__
+    dev = torch.device(args.device)
+    times: dict[str, float] = {}
+    for name in ("mlp", "vgg11_bn"):
+        torch.manual_seed(0)
+        dense = models.create(name).to(dev)
+        masked = copy.deepcopy(dense)
+        masks = prune(dense, "magnitude", 0.1)
+        x, y = torch.randn(64, 3, 32, 32, device=dev), torch.randint(0, 10, (64,), device=dev)
+        steps = args.steps if name == "mlp" else max(3, args.steps // 4)
+        times[f"{name} dense step, no masks in the process"] = step_time(dense, x, y, steps, dev)
+        handle = masks.apply(masked)
+        times[f"{name} masked step"] = step_time(masked, x, y, steps, dev)
+        times[f"{name} dense step, masks applied to another model"] = step_time(dense, x, y, steps, dev)
+        handle.remove()
+    ds = data.load("mnist1d", samples=10000, train_split=0.8)
+    cfg = TrainConfig(epochs=args.epochs, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128,
+                      lr_schedule="constant")
+    best = float("inf")
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = models.create("mlp", input_shape=ds.input_shape, num_classes=10, width=100, depth=5)
+        masks = prune(model, "magnitude", 0.1)
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            train(model, ds, cfg, masks=masks, out=out, device=args.device, seed=0)
+            best = min(best, time.perf_counter() - t0)
+    times[f"E5 MLP, MNIST-1D: train() per epoch ({args.epochs} epochs)"] = best / args.epochs
+    return times
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Alternate worker processes on the two libraries; print best-of figures and new/old ratios."""
+    libs = {"old": str(Path(args.compare).resolve()), "new": str(Path(args.against).resolve())}
+    env = {**os.environ, "SKETCHPRUNE_DATA": os.environ.get("SKETCHPRUNE_DATA", tempfile.mkdtemp(prefix="bench-data-"))}
+    best: dict[str, dict[str, float]] = {"old": {}, "new": {}}
+    for r in range(args.rounds):
+        for which in (("old", "new") if r % 2 == 0 else ("new", "old")):  # alternate who goes first
+            cmd = [sys.executable, __file__, "--worker", "--src", libs[which], "--device", args.device,
+                   "--steps", str(args.steps), "--epochs", str(args.epochs), "--threads", str(args.threads)]
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+            for k, v in res.items():
+                best[which][k] = min(best[which].get(k, float("inf")), v)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    print(f"old: {libs['old']}\nnew: {libs['new']}\n(best of {args.rounds} alternating processes, "
+          f"{args.threads} thread(s), {args.device})")
+    width = max(len(k) for k in best["new"])
+    print(f"{'':<{width}}  {'old ms':>8}  {'new ms':>8}  {'new/old':>7}")
+    for k in best["new"]:
+        o, n = best["old"][k] * 1e3, best["new"][k] * 1e3
+        print(f"{k:<{width}}  {o:>8.3f}  {n:>8.3f}  {n / o:>7.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", metavar="OLD_SRC", help="time this library's src folder against --against")
+    ap.add_argument("--against", metavar="NEW_SRC", default=str(Path(__file__).resolve().parents[1] / "src"))
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the end-to-end train() timing (--compare)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--src", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.src:
+        sys.path.insert(0, args.src)  # before any import of sketchprune
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(worker(args)))
+    elif args.compare:
+        compare(args)
+    else:
+        table(args)
 
 
 if __name__ == "__main__":

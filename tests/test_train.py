@@ -77,8 +77,9 @@ def test_augment_crops_a_window_of_the_padded_image_and_may_flip_it():
     for i in range(n):
         padded = torch.zeros(3, 6 + 2 * pad, 5 + 2 * pad)
         padded[:, pad:pad + 6, pad:pad + 5] = x[i]
-        found = [(dy, dx, flip) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1) for flip in (False, True)
-                 if torch.equal(y[i], padded[:, dy:dy + 6, dx:dx + 5].flip(2) if flip else padded[:, dy:dy + 6, dx:dx + 5])]
+        windows = {(dy, dx): padded[:, dy:dy + 6, dx:dx + 5] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)}
+        found = [(dy, dx, flip) for (dy, dx), w in windows.items() for flip in (False, True)
+                 if torch.equal(y[i], w.flip(2) if flip else w)]
         assert len(found) == 1, i  # exactly one window of the padded image, flipped or not
         seen.add(found[0])
     assert {dy for dy, _, _ in seen} == {dx for _, dx, _ in seen} == set(range(2 * pad + 1))  # every shift drawn
@@ -262,14 +263,39 @@ def test_a_killed_run_resumes_with_its_callbacks_state(digits, tmp_path):
         train(fresh(), digits, cfg, out=tmp_path / "part", seed=3)
 
 
+class Unmask(Callback):
+    def on_step_end(self, state):
+        if state.step == 3:
+            state.set_masks(None)  # dense from here on
+
+
+def test_a_run_a_callback_made_dense_resumes_dense(digits, tmp_path):
+    cfg = TrainConfig(epochs=2, optimizer="sgd", lr=0.05)
+
+    def fresh():
+        torch.manual_seed(2)
+        model = models.create("mlp", input_shape=digits.input_shape, width=16)
+        return model, sample_masks(model, 0.2, torch.Generator().manual_seed(0))
+
+    full, masks = fresh()
+    train(full, digits, cfg, masks=masks, out=tmp_path / "full", callbacks=[Unmask()])
+    assert bool((full.state_dict()["1.weight"][~masks["1.weight"]] != 0).any())  # pruned weights came back
+    part, masks = fresh()
+    train(part, digits, cfg, masks=masks, out=tmp_path / "part", stop_after=1, callbacks=[Unmask()])
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["masks"] is None
+    resumed, masks = fresh()
+    train(resumed, digits, cfg, masks=masks, out=tmp_path / "part", callbacks=[Unmask()])
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+
+
 def test_run_folder(tmp_path, digits):
     cfg = RunConfig(model="mlp", dataset="digits", method="synflow", density=0.2, iterations=5,
                     train=TrainConfig(epochs=2, optimizer="adam", lr=3e-3, weight_decay=0))
     res = run(cfg, tmp_path, dataset=digits)
     for f in ("config.json", "masks.safetensors", "metrics.jsonl", "result.json"):
         assert (tmp_path / f).exists()
-    assert res.kept == round(0.2 * res.total)
-    assert run(cfg, tmp_path).to_dict() == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
+    assert res["kept"] == round(0.2 * res["total"])
+    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
 
 
 def test_default_job_one_epoch(tmp_path, capsys):
@@ -329,10 +355,10 @@ def test_sanity_checks_in_a_run(tmp_path, digits):
                 train=TrainConfig(epochs=1, optimizer="adam", lr=3e-3, weight_decay=0))
     plain = run(RunConfig(**base), tmp_path / "plain", dataset=digits)
     shuffled = run(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
-    assert shuffled.layer_density == plain.layer_density  # same per-layer counts, other positions
+    assert shuffled["layer_density"] == plain["layer_density"]  # same per-layer counts, other positions
     from sketchprune import Masks
 
     a, b = Masks.load(tmp_path / "plain" / "masks.safetensors"), Masks.load(tmp_path / "shuffle" / "masks.safetensors")
     assert any(not torch.equal(a[n], b[n]) for n in a)
     reinit = run(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
-    assert reinit.kept == plain.kept and reinit.hash != plain.hash
+    assert reinit["kept"] == plain["kept"] and reinit["hash"] != plain["hash"]

@@ -193,7 +193,7 @@ class TrainState:
     seed: int
     out: Path | None
     steps_per_epoch: int
-    callbacks: list[Any] = field(default_factory=list)
+    callbacks: list[Any] = field(default_factory=list)  # every callback of the run, the built-in ones too
     epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -225,9 +225,12 @@ class _Events:
     """Per event, the bound methods of the callbacks that define it, in callback order."""
 
     def __init__(self, callbacks: Sequence[object]) -> None:
-        for event in EVENTS:
-            handlers: list[Callable[[TrainState], None]] = [getattr(c, event) for c in callbacks if _defines(c, event)]
-            setattr(self, event, handlers)
+        def handlers(event: str) -> list[Callable[[TrainState], None]]:
+            return [getattr(c, event) for c in callbacks if _defines(c, event)]
+
+        self.on_start, self.on_step_start, self.on_step_end = handlers("on_start"), handlers("on_step_start"), \
+            handlers("on_step_end")
+        self.on_epoch_end, self.on_end = handlers("on_epoch_end"), handlers("on_end")
 
 
 class Snapshot(Callback):
@@ -321,8 +324,8 @@ class Checkpoint(Callback):
         state.step = state.epoch * state.steps_per_epoch
         for name, callback in stateful.items():
             callback.load_state_dict(states[name])
-        if "masks" in saved:
-            state.set_masks(Masks(saved["masks"]))
+        if "masks" in saved:  # a callback had set them (None: no masks of train's own)
+            state.set_masks(Masks(saved["masks"]) if saved["masks"] is not None else None)
 
     def on_epoch_end(self, state: TrainState) -> None:
         saved: dict[str, Any] = {"config_hash": self.key, "epoch": state.epoch + 1, "model": state.model.state_dict(),
@@ -331,8 +334,8 @@ class Checkpoint(Callback):
         stateful = _stateful(state.callbacks)
         if stateful:
             saved["callbacks"] = {name: c.state_dict() for name, c in stateful.items()}
-        if state.masks_changed and state.masks is not None:
-            saved["masks"] = {n: m.detach().cpu() for n, m in state.masks.items()}
+        if state.masks_changed:
+            saved["masks"] = {n: m.detach().cpu() for n, m in state.masks.items()} if state.masks is not None else None
         with atomic_path(self.path) as tmp:
             torch.save(saved, tmp)
 
@@ -376,12 +379,19 @@ def train(
     folder = Path(out) if out is not None else None
     snapshot = Snapshot(snapshot_step, folder) if snapshot_step is not None else None
     checkpoint = Checkpoint(folder / "checkpoint.pt", f"{config_hash(cfg)}-s{seed}") if folder is not None else None
-    everything = [*([snapshot] if snapshot else []), *callbacks, *([Metrics(folder / "metrics.jsonl")] if folder else []),
-                  *([Progress()] if progress else []), *([checkpoint] if checkpoint else [])]
-    handle = masks.apply(model) if masks is not None else None
+    everything: list[Any] = [snapshot] if snapshot is not None else []  # in the order of the module docstring
+    everything += callbacks
+    if folder is not None:
+        everything.append(Metrics(folder / "metrics.jsonl"))
+    if progress:
+        everything.append(Progress())
+    if checkpoint is not None:
+        everything.append(checkpoint)
     state = TrainState(model, make_optimizer(model, cfg), data.to(dev), cfg, seeding.generator(seed, "train"), dev,
-                       seed, folder, -(-len(data.train_y) // cfg.batch_size), everything, _masks=masks, _handle=handle)
+                       seed, folder, -(-len(data.train_y) // cfg.batch_size), everything)
     try:
+        if masks is not None:
+            state._masks, state._handle = masks, masks.apply(model)
         if checkpoint is not None:
             checkpoint.restore(state)
         t0 = time.perf_counter()
@@ -409,11 +419,12 @@ def _loop(state: TrainState, end: int, events: _Events) -> None:
     The loss is summed on the device and read once per epoch, so a GPU is not synchronized every
     step; a non-finite loss is caught at the end of the epoch in which it appeared.
     """
-    model, opt, data, cfg, gen, dev = state.model, state.optimizer, state.data, state.config, state.generator, state.device
+    model, opt, data, cfg, gen = state.model, state.optimizer, state.data, state.config, state.generator
+    dev = state.device
     n = len(data.train_y)
-    for f in events.on_start:
-        f(state)
     try:
+        for f in events.on_start:
+            f(state)
         for epoch in range(state.epoch, end):
             state.epoch = epoch
             for g in opt.param_groups:
