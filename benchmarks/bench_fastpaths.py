@@ -6,14 +6,21 @@
   interleaved, as ratios to the default.
 * ``matmul_conv``: float64 SynFlow rounds on VGG-16-BN and ResNet-20 with and without
   :func:`sketchprune.matmul_conv.convs_as_matmuls`, same process, interleaved.
+* ``mallopt`` (not in the default parts: minutes and a few GB): top-k over ``--mallopt-sizes``
+  float32 scores (above ``topk.CACHE_LIMIT``) with and without the opt-in
+  :func:`sketchprune.topk.pin_mmap_threshold`, a fresh process per run, interleaved: seconds and
+  extra resident memory (peak, and still held after the call; the bool mask included).
 
-Run: ``python benchmarks/bench_fastpaths.py [--repeats 3] [--parts topk,matmul_conv]``.
+Run: ``python benchmarks/bench_fastpaths.py [--repeats 3] [--parts topk,matmul_conv,mallopt]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import subprocess
+import sys
 import time
 import warnings
 
@@ -102,11 +109,57 @@ def bench_matmul_conv(repeats: int, rounds: int = 10) -> None:
               f"{best['without'] / best['with']:>8.2f}x  same masks: {same}")
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def mallopt_child(variant: str, n: int) -> None:
+    """One top-k selection of ``n`` scores in this fresh process, printed as one JSON line."""
+    from sketchprune import select
+
+    torch.set_num_threads(1)
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    select(scores[:1000].clone(), 0.1)  # lazy initialisation outside the measurement
+    if variant == "pinned":
+        assert topk.pin_mmap_threshold(), "not glibc: nothing to compare"
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM to the current RSS
+        f.write("5")
+    t0 = time.perf_counter()
+    mask = select(scores, 0.1)
+    seconds = time.perf_counter() - t0
+    row = {"seconds": seconds, "peak_extra_mb": _status_mb("VmHWM") - before,
+           "held_extra_mb": _status_mb("VmRSS") - before}
+    assert int(torch.count_nonzero(mask)) == round(0.1 * n)
+    print(json.dumps(row))
+
+
+def bench_mallopt(sizes: list[int], repeats: int) -> None:
+    print(f"\n{'top-k, density 0.1':>22} {'variant':>9} {'seconds':>8} {'peak MB':>8} {'held MB':>8} {'scores MB':>9}")
+    for n in sizes:
+        for _ in range(repeats):
+            for variant in ("default", "pinned"):
+                out = subprocess.run([sys.executable, __file__, "--mallopt-child", variant, str(n)],
+                                     capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout)
+                print(f"{n:>22.0e} {variant:>9} {r['seconds']:>8.2f} {r['peak_extra_mb']:>8.0f} "
+                      f"{r['held_extra_mb']:>8.0f} {n * 4 / 2**20:>9.0f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--parts", default="topk,matmul_conv")
+    ap.add_argument("--mallopt-sizes", default="2e8,5e8", help="score counts of the mallopt part")
+    ap.add_argument("--mallopt-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.mallopt_child:
+        mallopt_child(args.mallopt_child[0], int(float(args.mallopt_child[1])))
+        return
     torch.set_num_threads(2)
     warnings.simplefilter("ignore")  # layer collapse at 10 rounds is expected and beside the point
     parts = args.parts.split(",")
@@ -114,6 +167,8 @@ def main() -> None:
         bench_topk(args.repeats)
     if "matmul_conv" in parts:
         bench_matmul_conv(args.repeats)
+    if "mallopt" in parts:
+        bench_mallopt([int(float(x)) for x in args.mallopt_sizes.split(",")], min(args.repeats, 2))
 
 
 if __name__ == "__main__":

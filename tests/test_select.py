@@ -1,6 +1,9 @@
 """select(): exact counts, tie and zero rules, sampling laws, determinism, scale."""
 
 import math
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -159,6 +162,27 @@ def test_chunked_recompute_equals_cached(monkeypatch):
     for a, b, c, d, e in zip(cached, fresh, by_sort, merged, bracket):
         assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) and torch.equal(a[n], d[n])
                    and torch.equal(a[n], e[n]) for n in s)
+
+
+def test_select_leaves_the_allocator_alone(monkeypatch):
+    """No C library call from select, even on the recompute path of huge sets (pinning glibc's mmap
+    threshold is the application's opt-in: topk.pin_mmap_threshold)."""
+    import ctypes
+
+    calls = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(topk, "CACHE_LIMIT", 0)
+    monkeypatch.setattr(topk, "BRACKET", False)
+    monkeypatch.setattr(topk, "FINISH_LIMIT", 0)
+    s = torch.rand(5000, generator=g(4))
+    assert int(select(s, 0.1).sum()) == 500 and calls == []
+
+
+def test_pin_mmap_threshold_is_applied_where_asked():
+    code = "import sys; from sketchprune import topk; sys.exit(0 if topk.pin_mmap_threshold() else 3)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert r.returncode == (0 if glibc else 3), r.stderr
 
 
 @settings(max_examples=40, deadline=None)

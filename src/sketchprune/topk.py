@@ -8,6 +8,9 @@ chosen by size and measured in ``benchmarks/bench_select.py``:
 * several small pieces (a network's layers): merged into one key tensor first;
 * up to :data:`CACHE_LIMIT` keys: a sample bracket (Floyd & Rivest) in one comparison pass;
 * otherwise (or when the bracket misses): a radix select on the keys' bits, 16 bits a pass.
+
+Above :data:`CACHE_LIMIT` keys, an application may call :func:`pin_mmap_threshold` first to keep
+resident memory flat (glibc; the library never retunes the allocator by itself).
 """
 
 from __future__ import annotations
@@ -53,28 +56,29 @@ def ordered_int(x: Tensor) -> Tensor:
     return i.bitwise_xor_(flip)
 
 
-_MMAP_FIXED = False
+def pin_mmap_threshold(threshold_bytes: int = 1 << 20) -> bool:
+    """Opt-in, process-wide: pin glibc's mmap threshold, so freed large temporaries go back to the
+    system. Returns False (and changes nothing) where the C library is not glibc.
 
-
-def _fix_mmap_threshold() -> None:
-    """Pin glibc's mmap threshold at 1 MiB (once per process, only for sets above CACHE_LIMIT).
-
-    Why: chunked passes free and reallocate piece-sized temporaries hundreds of times; glibc then
-    raises its threshold and serves them from a fragmenting heap, so resident memory grows with
-    the number of pieces. Pinned, freed temporaries go back to the system (``bench_select --huge``).
+    The library never calls this: it retunes the allocator of the whole process, which is the
+    application's choice. It helps selections over more than :data:`CACHE_LIMIT` scores (keys
+    recomputed per piece): their passes free and reallocate piece-sized temporaries hundreds of
+    times, glibc then raises its dynamic threshold and serves them from a heap that fragments, and
+    resident memory grows with the number of pieces. Measured with
+    ``benchmarks/bench_fastpaths.py --parts mallopt`` (top-k of float32 scores at density 0.1, one
+    thread, fresh process per run; peak extra resident memory, the 1-byte-per-score mask included):
+    2e8 scores (763 MB) 0.96-1.1 GB unpinned vs 265 MB pinned, 5e8 scores (1.9 GB) 2.4-3.6 GB vs
+    550 MB, and unpinned the process still holds nearly all of it after the call; pinned runs took
+    1.1-3x the time on a shared 2-core machine (freed pages are faulted in again).
     """
-    global _MMAP_FIXED
-    if _MMAP_FIXED:
-        return
-    _MMAP_FIXED = True
     try:
         import ctypes
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        return bool(libc.mallopt(-3, int(threshold_bytes)))  # M_MMAP_THRESHOLD; mallopt returns 1 on success
     except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+        return False
 
 
 class _Keys:
@@ -120,8 +124,6 @@ def largest_k(
         return
     if BRACKET and total <= CACHE_LIMIT and _bracket_select(sizes, [make_key(j).reshape(-1) for j in range(len(sizes))], k, outs):
         return
-    if total > CACHE_LIMIT:
-        _fix_mmap_threshold()
     keys = _Keys(len(sizes), make_key, cache=total <= CACHE_LIMIT)
     digits = 4 if keys[0].dtype == torch.int64 else 2
     need = k
