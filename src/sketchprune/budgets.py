@@ -30,6 +30,8 @@ def capped_proportional(sizes: Sequence[int], weights: Sequence[float], total: f
     capped: set[int] = set()
     while True:
         free = [i for i in range(len(sizes)) if i not in capped]
+        if not free:  # every share is capped: all dense (density 1)
+            return 1.0, capped
         left = total - sum(sizes[i] for i in capped)
         c = left / sum(weights[i] * sizes[i] for i in free)
         over = [i for i in free if c * weights[i] > 1]

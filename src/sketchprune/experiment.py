@@ -85,8 +85,8 @@ class RunConfig(PruneOptions):
         if self.structure == "units":
             spec.check_form("units")
             check(self.mode in ("topk", "sample"), "structure=units takes mode topk or sample")
-            check(not self.method_options and self.iterations is None and not self.invert and not self.shuffle,
-                  "structure=units takes no method options, iterations, invert or shuffle")
+            check(not self.method_options and self.iterations is None and not self.invert and not self.shuffle
+                  and not self.nm, "structure=units takes no method options, iterations, invert, shuffle or nm")
             check(not self.rescale or self.mode == "sample", "rescale applies to sampled units (mode=sample)")
             return
         check(self.keep_by == "units" and not self.rescale,
@@ -147,8 +147,11 @@ def density_from(density: float | None, compression: float | None, default: floa
 
 def prune_batches(data: datasets.Dataset, cfg: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first ``prune_batches`` batches of a seeded permutation of the training set."""
-    perm = torch.randperm(len(data.train_y), generator=seeding.generator(cfg.seed, "prune-data"))
-    size = cfg.prune_batch_size
+    size, n = cfg.prune_batch_size, len(data.train_y)
+    check((cfg.prune_batches - 1) * size < n, f"prune_batches x prune_batch_size = {cfg.prune_batches} x {size} leaves "
+                                              f"empty batches: {data.name} has {n} training samples; lower "
+                                              "--prune-batches or --prune-batch-size")
+    perm = torch.randperm(n, generator=seeding.generator(cfg.seed, "prune-data"))
     return [(data.train_x[perm[i * size:(i + 1) * size]], data.train_y[perm[i * size:(i + 1) * size]])
             for i in range(cfg.prune_batches)]
 
@@ -187,12 +190,17 @@ class Trainer:
 
 def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
                 device: str | None = None) -> Masks:
-    """The run's masks for ``model`` (warnings such as layer collapse are the caller's to show); a
-    method that trains while it prunes keeps its checkpoints under ``folder``."""
-    return prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density,
+    """The run's masks for ``model``, projected onto its N:M pattern when it has one (warnings such as
+    layer collapse are the caller's to show); a method that trains while it prunes keeps its
+    checkpoints under ``folder``."""
+    masks = prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density,
                       data=prune_batches(data, cfg), seed=cfg.seed, trainer=Trainer(data, cfg.train, folder, cfg.seed,
                                                                                     device),
                       input_shape=data.input_shape)
+    if cfg.nm:
+        n, m = (int(v) for v in cfg.nm.split(":"))
+        masks = project_nm(masks, model, n, m)
+    return masks
 
 
 def _claim(out: Path, cfg: RunConfig) -> None:
@@ -255,9 +263,6 @@ def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: 
         masks = Masks.load(masks_path)
     else:
         masks = prune_model(cfg, model, data, out, device)  # layer collapse warns, as prune does
-        if cfg.nm:
-            n, m = (int(v) for v in cfg.nm.split(":"))
-            masks = project_nm(masks, model, n, m)
         if masks.start_state is not None:  # the method rewound the weights (imp): train from those
             write_safetensors(start_path, masks.start_state)
         masks.save(masks_path)

@@ -262,9 +262,11 @@ def _select_round(scores: dict[str, Tensor], kept: Budget, mode: str, opts: Prun
             sel = top if mode == "topk" and not opts.invert else None
         decisions.append({"mode": mode, "power": power})
     sample = mode == "sample"
+    if sample and opts.invert and math.isinf(power):  # power inf is top-k: invert it as top-k is inverted
+        sample = False
     if sample:
         scores, log_scores = weights
-        if opts.invert and not math.isinf(power):  # favour low scores as strongly as the draw favours high ones
+        if opts.invert:  # favour low scores as strongly as the draw favours high ones
             scores, log_scores, power = _inverted_log_weights(scores, log_scores, power), True, 1.0
     elif opts.invert:
         scores = {n: -s for n, s in scores.items()}

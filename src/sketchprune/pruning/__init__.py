@@ -34,7 +34,8 @@ from sketchprune.masks import Masks
 from sketchprune.methods.runners import call
 from sketchprune.pruning.options import COMMON_OPTIONS, PruneOptions, method_settings, prune_settings
 from sketchprune.pruning.params import UnprunedWarning, as_batches, input_shape_of, prunable_parameters
-from sketchprune.pruning.state import deterministic_kernels, reinitialize, scoring_state, shuffle_within_layers
+from sketchprune.pruning.state import (deterministic_kernels, reinitialize, scoring_state, seeded_global_rng,
+                                      shuffle_within_layers)
 from sketchprune.pruning.units import KEEP_BY, prune_units
 from sketchprune.selection import budget
 
@@ -86,14 +87,16 @@ def prune_with(model: nn.Module, method: methods.Method, opts: PruneOptions, met
     check_density(density)
     batches, params, input_shape = _inputs(model, method, opts, data, input_shape)
     total = sum(p.numel() for p in params.values())
+    check(total >= 1, "the model's prunable weights are all empty (a layer of size 0); check the model's sizes")
     check(budget(density, total) >= 1,
-          f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / total:.3g}")
+          f"density {density:g} keeps fewer than one of {total} prunable weights; use a density >= {1 / max(total, 1):.3g}")
     generator = seeding.generator(seed, "prune-invert" if opts.invert else "prune")  # never the init stream
     rounds = method.runner.rounds(method, opts)
     copied = method.copies or rounds > 1
     work = copy.deepcopy(model) if copied else model
     work_params = _same_names(work, params) if copied else params
-    with scoring_state(work, train=opts.train_mode, restore=not copied), deterministic_kernels():
+    with scoring_state(work, train=opts.train_mode, restore=not copied), deterministic_kernels(), \
+            seeded_global_rng(work, seeding.derive(seed, "prune-global")):
         ctx = methods.Context(method, work, work_params, method_options, generator, batches, input_shape,
                               budget=budget(density, total), density=density, trainer=trainer)
         outcome = method.runner.run(ctx, opts, density)
@@ -145,7 +148,8 @@ def score(model: nn.Module, method: str, *, data: Iterable | None = None, seed: 
     batches, params, input_shape = _inputs(model, spec, opts, data, input_shape)
     check(spec.runner.gives_scores, f"method {method!r} builds masks, not scores; use prune()")
     work = copy.deepcopy(model) if spec.copies else model
-    with scoring_state(work, train=opts.train_mode, restore=not spec.copies):
+    with scoring_state(work, train=opts.train_mode, restore=not spec.copies), \
+            seeded_global_rng(work, seeding.derive(seed, "prune-global")):
         ctx = methods.Context(spec, work, _same_names(work, params), method_options,
                               seeding.generator(seed, "prune"), batches, input_shape)
         return {n: s.detach() for n, s in call(ctx).items()}

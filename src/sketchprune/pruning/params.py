@@ -70,10 +70,16 @@ def as_batches(data: Any) -> list[tuple[Tensor, Tensor]] | None:
     what = "data must yield (inputs, targets) tensor batches, e.g. a DataLoader or [(x, y)]"
     check(isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)), what)
     out = []
-    for item in data:
+    for i, item in enumerate(data):
         check(isinstance(item, (tuple, list)) and len(item) >= 2 and all(isinstance(t, Tensor) for t in item[:2]),
               what)
-        out.append((item[0], item[1]))
+        x, y = item[0], item[1]
+        check(x.dim() >= 1 and len(x) >= 1, f"data batch {i} is empty; give batches of at least one sample "
+                                            "(fewer prune batches, or a smaller batch size)")
+        check(y.dim() >= 1 and len(y) == len(x),
+              f"data batch {i} has {len(x)} inputs but {len(y) if y.dim() else 'a scalar'} targets; give one target "
+              "per input")
+        out.append((x, y))
     return out
 
 

@@ -23,6 +23,17 @@ def deterministic_kernels() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def seeded_global_rng(model: nn.Module, seed: int) -> Iterator[None]:
+    """The global random stream seeded with ``seed`` while scoring, the caller's put back afterwards:
+    what draws from it (dropout in train mode, a layer's own init) is then the same for the same
+    seed, and the caller's stream is not consumed."""
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
 def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None]:
     """Make every parameter of ``model`` require grad, with no gradient, and set its mode for scoring.
 
@@ -30,10 +41,11 @@ def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None
     parameter's ``requires_grad`` and ``.grad``, each module's mode, and the buffers' values.
     """
     saved = None
-    if restore:
+    if restore:  # buffers by module and name: a forward may replace a buffer (self.calls = self.calls + 1)
         saved = ([(p, p.requires_grad, p.grad) for p in model.parameters()],
                  [(m, m.training) for m in model.modules()],
-                 [(b, b.clone()) for b in model.buffers()])
+                 [(m, name, b, b.clone()) for m in model.modules() for name, b in m._buffers.items()
+                  if b is not None])
     for p in model.parameters():
         p.requires_grad_(True)
         p.grad = None  # scorers start from no gradient and never accumulate into the caller's
@@ -44,8 +56,9 @@ def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None
         if saved is not None:
             params, modes, buffers = saved
             with torch.no_grad():
-                for b, value in buffers:
+                for m, name, b, value in buffers:
                     b.copy_(value)
+                    m._buffers[name] = b  # the caller's tensor, as it was
             for m, training in modes:
                 m.training = training
             for p, requires_grad, grad in params:

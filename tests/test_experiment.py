@@ -1,0 +1,35 @@
+"""One run's settings: RunConfig is checked once, and what it asks for reaches prune and train."""
+
+import pytest
+
+from sketchprune import SketchpruneError
+from sketchprune.cli import main
+from sketchprune.experiment import make_config
+
+
+def test_prune_command_projects_onto_the_nm_pattern(tmp_path):
+    out = tmp_path / "p"
+    args = ["prune", "--model", "mlp", "--dataset", "digits", "--method", "magnitude", "--density", "0.4"]
+    assert main([*args, "--nm", "2:4", "--out", str(out), "--json"]) == 0
+    from sketchprune import Masks
+
+    masks = Masks.load(out / "masks.safetensors")
+    assert masks.meta["nm"] == "2:4"
+    for name, m in masks.items():  # at most 2 kept of every 4 consecutive inputs
+        assert int(m.reshape(m.shape[0], -1, 4).sum(-1).max()) <= 2, name
+
+
+def test_units_take_no_nm_and_too_many_prune_batches_are_refused(tmp_path, capsys):
+    with pytest.raises(SketchpruneError, match="structure=units takes no .*nm"):
+        make_config({"method": "l1", "structure": "units", "nm": "2:4"})
+    assert main(["prune", "--model", "mlp", "--dataset", "digits", "--method", "snip", "--prune-batches", "10",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "leaves empty batches: digits has" in capsys.readouterr().err
+
+
+def test_iterations_default_is_none_everywhere():
+    cfg = make_config({"method": "synflow"})
+    assert cfg.iterations is None and cfg.method_settings() == cfg.method_settings()
+    assert make_config({"method": "synflow", "iterations": 3}).iterations == 3
+    with pytest.raises(SketchpruneError, match="iterations must be an integer >= 1"):
+        make_config({"method": "synflow", "iterations": 0})
