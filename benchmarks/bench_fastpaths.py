@@ -4,14 +4,14 @@
   with each path switched off in turn (merge of small pieces, the one-``kthvalue`` finish of
   small sets, the sample bracket; what remains is the radix select), best of ``--repeats``,
   interleaved, as ratios to the default.
-* ``matmul_conv``: float64 SynFlow rounds on VGG-16-BN and ResNet-20 with and without
-  :func:`sketchprune.matmul_conv.convs_as_matmuls`, same process, interleaved.
+* ``conv_as_matmul``: float64 SynFlow rounds on VGG-16-BN and ResNet-20 with and without
+  :func:`sketchprune.methods._conv_as_matmul.convs_as_matmuls`, same process, interleaved.
 * ``mallopt`` (not in the default parts: minutes and a few GB): top-k over ``--mallopt-sizes``
   float32 scores (above ``topk.CACHE_LIMIT``) with and without the opt-in
   :func:`sketchprune.topk.pin_mmap_threshold`, a fresh process per run, interleaved: seconds and
   extra resident memory (peak, and still held after the call; the bool mask included).
 
-Run: ``python benchmarks/bench_fastpaths.py [--repeats 3] [--parts topk,matmul_conv,mallopt]``.
+Run: ``python benchmarks/bench_fastpaths.py [--repeats 3] [--parts topk,conv_as_matmul,mallopt]``.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def bench_topk(repeats: int) -> None:
         print(f"{'':>22} " + " ".join(f"{best[v] / best['default']:>10.2f}x" for v in VARIANTS))
 
 
-def bench_matmul_conv(repeats: int, rounds: int = 10) -> None:
-    from sketchprune import matmul_conv, models, prune
+def bench_conv_as_matmul(repeats: int, rounds: int = 10) -> None:
+    from sketchprune import models, prune
+    from sketchprune.methods import _conv_as_matmul as conv_as_matmul
     from sketchprune.methods import synflow as synflow_module
 
     print(f"\n{'SynFlow float64':>22} {'rounds':>7} {'with':>9} {'without':>9} {'speed-up':>9}")
@@ -96,7 +97,7 @@ def bench_matmul_conv(repeats: int, rounds: int = 10) -> None:
         masks = {}
         for _ in range(repeats):
             for variant in best:
-                swap = matmul_conv.convs_as_matmuls if variant == "with" else (lambda m: contextlib.nullcontext())
+                swap = conv_as_matmul.convs_as_matmuls if variant == "with" else (lambda m: contextlib.nullcontext())
                 old, synflow_module.convs_as_matmuls = synflow_module.convs_as_matmuls, swap
                 try:
                     t0 = time.perf_counter()
@@ -153,7 +154,7 @@ def bench_mallopt(sizes: list[int], repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--parts", default="topk,matmul_conv")
+    ap.add_argument("--parts", default="topk,conv_as_matmul")
     ap.add_argument("--mallopt-sizes", default="2e8,5e8", help="score counts of the mallopt part")
     ap.add_argument("--mallopt-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -165,8 +166,8 @@ def main() -> None:
     parts = args.parts.split(",")
     if "topk" in parts:
         bench_topk(args.repeats)
-    if "matmul_conv" in parts:
-        bench_matmul_conv(args.repeats)
+    if "conv_as_matmul" in parts:
+        bench_conv_as_matmul(args.repeats)
     if "mallopt" in parts:
         bench_mallopt([int(float(x)) for x in args.mallopt_sizes.split(",")], min(args.repeats, 2))
 

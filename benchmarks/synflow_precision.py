@@ -1,4 +1,4 @@
-"""How far float32 SynFlow drifts from float64, and float64 with ``matmul_conv`` from plain
+"""How far float32 SynFlow drifts from float64, and float64 with ``methods._conv_as_matmul`` from plain
 autograd convolutions: kept weights that differ after 100 rounds.
 
 Run: ``python benchmarks/synflow_precision.py [--models resnet20,vgg16_bn] [--rounds 100]``.
@@ -11,7 +11,8 @@ import warnings
 
 import torch
 
-from sketchprune import matmul_conv, models, prune
+from sketchprune import models, prune
+from sketchprune.methods import _conv_as_matmul as conv_as_matmul
 
 
 def main() -> None:
@@ -27,11 +28,11 @@ def main() -> None:
         kw = {"iterations": args.rounds, "input_shape": (3, 32, 32)}
         exact = prune(model, "synflow", 0.01, **kw)
         fast = prune(model, "synflow", 0.01, synflow_dtype="float32", **kw)
-        saved, matmul_conv.MAX_POSITIONS = matmul_conv.MAX_POSITIONS, 0  # every convolution by autograd
+        saved, conv_as_matmul.MAX_POSITIONS = conv_as_matmul.MAX_POSITIONS, 0  # every convolution by autograd
         try:
             plain = prune(model, "synflow", 0.01, **kw)
         finally:
-            matmul_conv.MAX_POSITIONS = saved
+            conv_as_matmul.MAX_POSITIONS = saved
         kept = sum(int(m.sum()) for m in exact.values())
         for label, other in (("float32", fast), ("float64 with autograd convolutions", plain)):
             differ = sum(int((exact[n] & ~other[n]).sum()) for n in exact)

@@ -20,7 +20,7 @@ from sketchprune.selection import select
 __all__ = ["Masks", "SketchpruneError", "prune", "prune_units", "select", "__version__"]
 
 _SUBMODULES = {"atomic", "auto", "budgets", "config", "costs", "data", "diagnostics", "experiment", "export",
-               "layers", "masks", "matmul_conv", "methods", "models", "nm", "pruning", "report", "results", "sampling",
+               "layers", "masks", "methods", "models", "nm", "pruning", "report", "results", "sampling",
                "seeding", "selection", "sketch", "stats", "sweep", "tables", "theory", "topk", "train", "unit_groups"}
 
 

@@ -55,7 +55,7 @@ from torch.overrides import TorchFunctionMode
 from sketchprune.config import setting
 from sketchprune.layers import WEIGHT_LAYERS, weight_name
 from sketchprune.errors import check
-from sketchprune.matmul_conv import convs_as_matmuls
+from sketchprune.methods._conv_as_matmul import convs_as_matmuls
 from sketchprune.methods.context import Context, Scores
 from sketchprune.methods.registry import register
 

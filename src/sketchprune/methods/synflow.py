@@ -10,7 +10,7 @@ from torch import Tensor
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.matmul_conv import convs_as_matmuls
+from sketchprune.methods._conv_as_matmul import convs_as_matmuls
 from sketchprune.methods.context import Context, Scores, UnitContext, make_absolute, synaptic_flow
 from sketchprune.methods.registry import register, register_units
 from sketchprune.unit_groups import gate_saliency

@@ -1,4 +1,4 @@
-"""Batch-1 float64 ``Conv2d`` on the CPU as plain matrix products (SynFlow's hot path).
+"""Batch-1 float64 ``Conv2d`` on the CPU as plain matrix products (a private fast path of SynFlow and PX).
 
 Why: SynFlow runs the network on one all-ones input, so its deep convolutions cover only a few
 output positions (a 512-channel layer at 2x2 or 4x4): a matrix times a few columns. CPU float64

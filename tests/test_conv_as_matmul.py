@@ -5,8 +5,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sketchprune import matmul_conv
-from sketchprune.matmul_conv import convs_as_matmuls
+from sketchprune.methods import _conv_as_matmul as conv_as_matmul
+from sketchprune.methods._conv_as_matmul import convs_as_matmuls
 
 
 def values_and_grads(net: nn.Sequential, x: torch.Tensor, swap: bool):
@@ -32,7 +32,7 @@ def test_matmul_path_equals_conv2d(cin, cout, k, stride, pad, dil, size, bias, s
     net = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(cout, 2, 1).double())  # the second layer takes its input's gradient
     x = torch.randn(1, cin, size, size, dtype=torch.float64)
     oh = (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
-    assume(1 <= oh and oh * oh <= matmul_conv.MAX_POSITIONS)  # the matrix path is the one under test
+    assume(1 <= oh and oh * oh <= conv_as_matmul.MAX_POSITIONS)  # the matrix path is the one under test
     want, want_grads = values_and_grads(net, x, swap=False)
     got, got_grads = values_and_grads(net, x, swap=True)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
