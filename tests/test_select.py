@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sketchprune import SketchpruneError, sampling, select, topk
+from sketchprune import SketchpruneError, pieces, select, topk
+from sketchprune.inclusion import inclusion_probabilities
 
 
 def g(seed=0):
@@ -100,7 +101,7 @@ def test_poisson_inclusion_frequencies_and_mean_count():
     w = torch.tensor([0.1, 1.0, 2.0, 3.0, 10.0, 0.5])
     trials = 6000
     f = _freq(w, 0.5, trials, scheme="poisson")
-    pi = sampling.inclusion_probabilities([w.double()], 3)(w.double()).float()
+    pi = inclusion_probabilities([w.double()], 3)(w.double()).float()
     se = (pi * (1 - pi) / trials).sqrt() + 1e-6
     assert float(pi.sum()) == pytest.approx(3.0)
     assert bool(((f - pi).abs() <= 4 * se).all()), (f, pi)
@@ -149,7 +150,7 @@ def test_more_than_2_pow_24_elements():
 
 def test_chunked_recompute_equals_cached(monkeypatch):
     s = {"a": torch.rand(2500, generator=g(2)), "b": torch.rand(700, generator=g(3))}
-    monkeypatch.setattr(sampling, "PIECE", 256)
+    monkeypatch.setattr(pieces, "PIECE", 256)
     by_sort = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]
     monkeypatch.setattr(topk, "FINISH_LIMIT", 0)  # sample-bracket select
     bracket = [select(s, 0.2)] + [select(s, 0.2, mode="sample", scheme=sc, generator=g(1)) for sc in ("exact", "iid")]

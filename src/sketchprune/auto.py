@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from sketchprune import sampling
+from sketchprune.inclusion import inclusion_probabilities
 from sketchprune.selection import select
 
 STARVED = 0.1
@@ -62,7 +62,7 @@ def choose(scores: Mapping[str, Tensor], kept: int, sizes: Mapping[str, int], we
             return "sample", 0.0, top  # type: ignore[return-value]
         w = {k: torch.exp(power * (v - top_log)) if top_log > -math.inf else torch.zeros_like(v)
              for k, v in logs.items()}
-        pi = sampling.inclusion_probabilities(list(w.values()), kept)
+        pi = inclusion_probabilities(list(w.values()), kept)
         if all(float(pi(v).sum()) / sizes[k] >= floor for k, v in w.items()):
             return "sample", power, top  # type: ignore[return-value]
     raise AssertionError("unreachable: power 0 is always returned")

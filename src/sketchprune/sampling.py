@@ -1,35 +1,23 @@
 """Random draws behind :func:`sketchprune.select` and :mod:`sketchprune.sketch`.
 
-Everything works on a list of 1-D *pieces* (flat views of the score tensors, cut into chunks
-of at most :data:`PIECE` elements), so a selection over many tensors never concatenates them
-and a selection over 10^9 scores needs only chunk-sized temporaries (the deterministic top-k
-over pieces is :mod:`sketchprune.topk`):
+Everything works on a list of 1-D pieces (:mod:`sketchprune.pieces`); the deterministic top-k
+over pieces is :mod:`sketchprune.topk`, the Poisson budget solver :mod:`sketchprune.inclusion`:
 
 * :func:`piece_generators` gives each piece its own generator, seeded from the caller's, so
   results depend on the seed alone, never on memory settings;
-* :func:`inclusion_probabilities` solves the Poisson budget ``sum_i min(1, lam w_i) = k``;
+* :func:`uniform`, :func:`gumbel` and :func:`replayable_gumbel` draw per-piece noise;
 * :func:`draw_iid` draws indices with replacement by inverse CDF (no 2^24 category limit).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-PIECE = 1 << 22
-"""Elements per piece. Fixed, because per-piece random streams make results depend on it."""
-
-
-def split(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """Cut flat views of ``tensors`` (in order) into pieces of at most :data:`PIECE` elements."""
-    pieces: list[Tensor] = []
-    for t in tensors:
-        flat = t.reshape(-1)
-        pieces.extend(flat.split(PIECE))
-    return pieces
+SCHEMES = ("iid", "poisson", "exact")
+"""How a sample is drawn: iid (with replacement), poisson (each kept independently), exact (exactly k)."""
 
 
 def piece_generators(generator: torch.Generator | None, count: int, device: torch.device) -> list[torch.Generator]:
@@ -58,45 +46,6 @@ def replayable_gumbel(gens: Sequence[torch.Generator]) -> Callable[[Tensor, int]
         return gumbel(like, torch.Generator(device=like.device).set_state(gens[j].get_state()))
 
     return noise
-
-
-def inclusion_probabilities(weights: Sequence[Tensor], k: float, max_rounds: int = 200) -> Callable[[Tensor], Tensor]:
-    """Solve ``sum_i pi_i = k`` for Poisson sampling with ``pi_i = min(1, lam * w_i)``.
-
-    ``weights`` are non-negative pieces. Returns a function mapping a weight piece to its
-    inclusion probabilities. If fewer than ``k`` weights are positive, every positive weight
-    gets ``pi = 1`` and the rest of the budget is spread evenly over the zero weights.
-    Water-filling: ``lam = (k - #capped) / (sum of uncapped w)``, repeated until the capped set
-    stops growing (it only grows, so this ends; usually in a handful of rounds).
-    """
-    positive = sum(int((w > 0).sum().item()) for w in weights)
-    total = sum(w.numel() for w in weights)
-    if k >= positive:
-        zeros = total - positive
-        fill = (k - positive) / zeros if zeros else 0.0
-        return lambda w: torch.where(w > 0, torch.ones_like(w), torch.full_like(w, min(1.0, fill)))
-    cut = math.inf  # weights >= cut are capped at pi = 1
-    n_cap = 0
-    for _ in range(max_rounds):
-        # scale the uncapped weights by a power of two near their max: lam stays <= k, never overflows
-        top = max(float(w[w < cut].max().item()) if bool((w < cut).any()) else 0.0 for w in weights)
-        scale = 2.0 ** math.floor(math.log2(top))
-        rest = sum(float((w[w < cut].double() / scale).sum().item()) for w in weights)
-        lam = (k - n_cap) / rest
-        new_cut = scale / lam
-        n_new = sum(int((w >= new_cut).sum().item()) for w in weights)
-        if n_new == n_cap:
-            break
-        n_cap, cut = n_new, new_cut
-        if n_cap >= k:  # the capped weights alone fill the budget
-            lam = 0.0
-            break
-
-    def pi(w: Tensor) -> Tensor:
-        free = (w.double() / scale * lam).clamp_(max=1.0)
-        return torch.where(w >= cut, torch.ones_like(free), free).to(w.dtype)
-
-    return pi
 
 
 def draw_iid(weights: Sequence[Tensor], count: int, generator: torch.Generator | None) -> Tensor:

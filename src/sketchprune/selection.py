@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 
 from sketchprune import sampling, topk
+from sketchprune.inclusion import inclusion_probabilities
+from sketchprune.pieces import split
 from sketchprune.errors import SketchpruneError, all_finite, check, check_density
 
 Scores = Union[Tensor, Mapping[str, Tensor]]
@@ -115,7 +117,7 @@ def _validate(named, density, mode, scheme, power, scope, log_scores, generator)
     for name, t in named.items():
         what = f"scores for {name!r}" if name else "scores"
         check(t.is_floating_point(), f"{what} must be a float tensor, got {t.dtype}; convert with .float()")
-        for piece in sampling.split([t.detach()]):  # piece by piece: no full-size temporaries
+        for piece in split([t.detach()]):  # piece by piece: no full-size temporaries
             _check_piece(piece, what, mode, log_scores)
 
 
@@ -142,8 +144,8 @@ def _as_float(t: Tensor) -> Tensor:
 
 
 def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) -> None:
-    pieces = sampling.split([_as_float(t.detach()) for t in tensors])
-    out_pieces = sampling.split(outs)
+    pieces = split([_as_float(t.detach()) for t in tensors])
+    out_pieces = split(outs)
     sizes = [p.numel() for p in pieces]
     if mode == "topk":
         topk.largest_k(sizes, lambda j: pieces[j], k, out_pieces)
@@ -171,7 +173,7 @@ def _select_group(tensors, outs, k, mode, scheme, power, generator, log_scores) 
     weights = [
         (log_weight(j) - top).exp_() if top > -math.inf else torch.zeros_like(pieces[j]) for j in range(len(pieces))
     ]
-    pi = sampling.inclusion_probabilities(weights, k)  # poisson
+    pi = inclusion_probabilities(weights, k)  # poisson
     gens = sampling.piece_generators(generator, len(pieces), device)
     for j, w in enumerate(weights):
         out_pieces[j].copy_(sampling.uniform(w, gens[j]) < pi(w))

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 
 from sketchprune import sampling
+from sketchprune.inclusion import inclusion_probabilities
+from sketchprune.pieces import split
 from sketchprune.errors import SketchpruneError, check, check_finite
 
 SCHEMES = sampling.SCHEMES
@@ -97,7 +99,7 @@ def inclusion_probs(weights: Tensor, k: float) -> Tensor:
     """Poisson inclusion probabilities ``pi_i = min(1, lam w_i)`` with ``sum_i pi_i = k``."""
     flat = weights.reshape(-1)
     check(0 < k <= flat.numel(), f"expected count k must be in (0, {flat.numel()}], got {k}")
-    return sampling.inclusion_probabilities(sampling.split([flat]), k)(flat).reshape(weights.shape)
+    return inclusion_probabilities(split([flat]), k)(flat).reshape(weights.shape)
 
 
 def sketch_weights(

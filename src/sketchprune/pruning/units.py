@@ -29,7 +29,7 @@ from sketchprune.errors import SketchpruneError, check
 from sketchprune.hooks import forward_hooks
 from sketchprune.layers import WEIGHT_LAYERS, weight_layers
 from sketchprune.pruning.params import as_batches, input_shape_of
-from sketchprune.sampling import inclusion_probabilities
+from sketchprune.inclusion import inclusion_probabilities
 from sketchprune.selection import budget, select
 from sketchprune.unit_groups import is_input_side
 
