@@ -41,7 +41,8 @@ def structured(device, repeats: int) -> None:
     import torch_pruning as tp
 
     from sketchprune import models
-    from sketchprune.structured import costs, prune_units
+    from sketchprune.costs import costs
+from sketchprune.pruning import prune_units
 
     print(f"{'model':>9} {'variant':>16} {'params':>6} {'MACs':>6} {'b1 inf':>7} {'b128 inf':>8} {'b128 step':>9}"
           "   (fractions of dense; times as dense / variant: above 1 is faster)")
@@ -118,7 +119,7 @@ def nm(device, repeats: int) -> None:
         return
     from torch.sparse import to_sparse_semi_structured
 
-    from sketchprune.export import nm_mask
+    from sketchprune.nm import nm_mask
 
     torch.manual_seed(0)
     w = torch.randn(4096, 4096, device=device, dtype=torch.float16)
