@@ -294,8 +294,8 @@ def test_run_folder(tmp_path, digits):
     res = run(cfg, tmp_path, dataset=digits)
     for f in ("config.json", "masks.safetensors", "metrics.jsonl", "result.json"):
         assert (tmp_path / f).exists()
-    assert res["kept"] == round(0.2 * res["total"])
-    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
+    assert res.kept == round(0.2 * res.total)
+    assert run(cfg, tmp_path).to_dict() == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
 
 
 def test_default_job_one_epoch(tmp_path, capsys):
@@ -355,10 +355,10 @@ def test_sanity_checks_in_a_run(tmp_path, digits):
                 train=TrainConfig(epochs=1, optimizer="adam", lr=3e-3, weight_decay=0))
     plain = run(RunConfig(**base), tmp_path / "plain", dataset=digits)
     shuffled = run(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
-    assert shuffled["layer_density"] == plain["layer_density"]  # same per-layer counts, other positions
+    assert shuffled.layer_density == plain.layer_density  # same per-layer counts, other positions
     from sketchprune import Masks
 
     a, b = Masks.load(tmp_path / "plain" / "masks.safetensors"), Masks.load(tmp_path / "shuffle" / "masks.safetensors")
     assert any(not torch.equal(a[n], b[n]) for n in a)
     reinit = run(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
-    assert reinit["kept"] == plain["kept"] and reinit["hash"] != plain["hash"]
+    assert reinit.kept == plain.kept and reinit.hash != plain.hash
