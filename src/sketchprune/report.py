@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -62,18 +63,76 @@ def method_label(config: dict[str, Any]) -> str:
     return label
 
 
+SAMPLING_ONLY = ("scheme", "power", "sample_rounds", "signed_map")
+"""Settings that apply to sampled masks only: a top-k run is the partner of every value of them."""
+_NAMED = {"model", "dataset", "model_options", "data_options", "method", "mode", "density", "seed", "structure",
+          "keep_by", "rescale", "nm", "scope"}  # named by the setting, the method label or the table's axes
+
+
+def _other_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's settings beside the named ones, flat: ``train.FIELD`` and the method's options by name."""
+    flat: dict[str, Any] = {}
+    for k, v in config.items():
+        if k in _NAMED:
+            continue
+        if isinstance(v, dict):
+            flat.update({(kk if k == "method_options" else f"{k}.{kk}"): vv for kk, vv in v.items()})
+        else:
+            flat[k] = v
+    return flat
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(_value, v))
+    return str(v)
+
+
+def run_labels(results: list[Result]) -> dict[str, str]:
+    """Hash -> the label of the run's group: the method label (or ``dense``) followed by every other
+    setting that differs between the runs of its setting and method (``snip power=8``), so that runs
+    which differ are never averaged together. Sampling-only settings are left out of top-k labels: a
+    top-k run is the partner of sampled runs at every power."""
+    groups: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in results:
+        c = r.config
+        groups[(setting_of(c), "dense" if c["density"] >= 1 else method_label(c))].append(r)
+    labels = {}
+    for (_, base), runs in groups.items():
+        flats = {r.hash: _other_settings(r.config) for r in runs}
+        keys = sorted({k for f in flats.values() for k in f})
+        varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str)
+                                           for f in flats.values()}) > 1]
+        for r in runs:
+            shown = [k for k in varying if not (k in SAMPLING_ONLY and r.config["mode"] == "topk")]
+            labels[r.hash] = " ".join([base, *(f"{k}={_value(flats[r.hash].get(k))}" for k in shown)])
+    return labels
+
+
+def is_dense(label: str) -> bool:
+    """The label names the dense reference (runs at density 1)."""
+    return label == "dense" or label.startswith("dense ")
+
+
+def _partner(label: str) -> str:
+    """The label of a sampled group's top-k partner (its sampling-only settings dropped)."""
+    return " ".join(w for w in label.split(" ") if w.split("=", 1)[0] not in SAMPLING_ONLY)
+
+
 RESULT_COLUMNS = ["hash", "setting", "method", "mode", "density", "compression", "seed", "final_test_acc",
                   "best_test_acc", "kept", "total", "collapsed_layers", "min_layer_density", "connected",
                   "log10_paths", "log10_flow", "auto_mode", "auto_power", "params_fraction", "macs_fraction",
                   "wall_seconds"]
 
 
-def flat_row(result: Result) -> dict[str, Any]:
-    """One table row of a run's result."""
+def flat_row(result: Result, label: str | None = None) -> dict[str, Any]:
+    """One table row of a run's result (``label``: its group's, from :func:`run_labels`)."""
     c = result.config
     diag = result.diagnostics or {}
     auto = result.auto or {}
-    return {"hash": result.hash, "setting": setting_of(c), "method": method_label(c), "mode": c["mode"],
+    return {"hash": result.hash, "setting": setting_of(c), "method": label or method_label(c), "mode": c["mode"],
             "density": c["density"], "compression": result.compression, "seed": c["seed"],
             "final_test_acc": result.final_test_acc, "best_test_acc": result.best_test_acc,
             "kept": result.kept, "total": result.total, "collapsed_layers": len(result.collapsed),
@@ -85,12 +144,22 @@ def flat_row(result: Result) -> dict[str, Any]:
 
 
 def _by_seed(results: list[Result], metric: str) -> dict[tuple, dict[int, float]]:
-    """(setting, method, mode, density) -> seed -> metric; density-1 runs are (setting, 'dense', 'dense', 1)."""
+    """(setting, label, mode, density) -> seed -> metric; density-1 runs are (setting, 'dense...', 'dense', 1).
+    Two runs with the same key are an error: they would be averaged as one."""
+    labels = run_labels(results)
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
+    seen: dict[tuple, str] = {}
     for r in results:
         c = r.config
-        key = (setting_of(c), "dense", "dense", 1.0) if c["density"] >= 1 else \
-            (setting_of(c), method_label(c), c["mode"], c["density"])
+        key = (setting_of(c), labels[r.hash], "dense", 1.0) if c["density"] >= 1 else \
+            (setting_of(c), labels[r.hash], c["mode"], c["density"])
+        held = seen.setdefault((*key, c["seed"]), r.hash)
+        if held != r.hash and c["density"] >= 1:  # dense runs of several methods: the same training (no mask)
+            continue
+        if held != r.hash:
+            raise SketchpruneError(f"runs {held} and {r.hash} have the same setting, method, mode, density and seed "
+                                   f"({key[1]}, {key[2]}, {key[3]:g}, seed {c['seed']}) and would be averaged as one; "
+                                   "report them from separate folders")
         groups[key][c["seed"]] = getattr(r, metric)
     return groups
 
@@ -113,7 +182,7 @@ def paired_differences(results: list[Result], metric: str = "final_test_acc") ->
     groups = _by_seed(results, metric)
     rows = []
     for (setting, method, mode, density), seeds in sorted(groups.items()):
-        base = groups.get((setting, method, "topk", density))
+        base = groups.get((setting, _partner(method), "topk", density))
         if mode in ("sample", "auto") and base:
             d = stats.paired(seeds, base)
             if d is not None:
@@ -157,7 +226,7 @@ def diagnostic_power(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _dense(summary: list[dict[str, Any]], setting: str) -> dict[str, Any] | None:
-    return next((r for r in summary if r["setting"] == setting and r["method"] == "dense"), None)
+    return next((r for r in summary if r["setting"] == setting and is_dense(r["method"])), None)
 
 
 def _method_order(methods_present: set[str]) -> list[str]:
@@ -171,7 +240,7 @@ def small_multiples(summary: list[dict[str, Any]], setting: str, path: str | Pat
     """One panel per method: top-k / sample / auto (mean and 95 % band) vs compression, with the dense model."""
     from sketchprune.atomic import save_figure
 
-    rows = [r for r in summary if r["setting"] == setting and r["method"] != "dense"]
+    rows = [r for r in summary if r["setting"] == setting and not is_dense(r["method"])]
     names = _method_order({r["method"] for r in rows})
     xs = [math.log10(r["compression"]) for r in rows]
     fig, axes = _panels(len(names), 2.7)
@@ -273,15 +342,16 @@ def collapse_case(results: list[Result], setting: str, run: str | None = None
     """The (method, density) whose per-layer kept fractions differ most between the modes (or the
     case of run ``run``), with each mode's mean per-layer fraction over seeds."""
     per: dict[tuple, dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    labels = run_labels(results)
     for r in results:
         c = r.config
         if setting_of(c) == setting and c["density"] < 1:
-            per[(method_label(c), c["density"])][c["mode"]].append(r.layer_density)
+            per[(_partner(labels[r.hash]), c["density"])][c["mode"]].append(r.layer_density)
     if run is not None:
         chosen = next((r for r in results if r.hash == run), None)
         if chosen is None:
             raise SketchpruneError(f"no run with hash {run!r} here; see results.csv for the hashes")
-        keys = [(method_label(chosen.config), chosen.config["density"])]
+        keys = [(_partner(labels[chosen.hash]), chosen.config["density"])]
     else:
         keys = [k for k, modes in per.items() if len(modes) > 1]
     if not keys:
@@ -327,14 +397,15 @@ def pivot_tables(summary: list[dict[str, Any]], paired: list[dict[str, Any]], se
                  markdown: bool = True) -> str:
     """Methods x compression per mode: mean ± 95 % interval, the best of each column in bold, and
     ▲ / ▼ where sampling (or auto) beats / loses to top-k with the interval excluding 0."""
-    rows = [r for r in summary if r["setting"] == setting and r["method"] != "dense"]
+    rows = [r for r in summary if r["setting"] == setting and not is_dense(r["method"])]
     comps = sorted({round(r["compression"], 4) for r in rows})
     verdict = {(r["method"], r["versus"].split(" ")[0], round(r["compression"], 4)): r["verdict"] for r in paired
                if r["setting"] == setting}
     best = {c: max(r["mean"] for r in rows if round(r["compression"], 4) == c) for c in comps}
     out = []
     for mode in MODES:
-        table = []
+        table: list[dict[str, str]] = []
+        bold: set[tuple[int, str]] = set()
         for method in _method_order({r["method"] for r in rows if r["mode"] == mode}):
             row = {"method": method}
             for c in comps:
@@ -346,7 +417,8 @@ def pivot_tables(summary: list[dict[str, Any]], paired: list[dict[str, Any]], se
                 cell = f"{r['mean']:.3f} ± {r['ci95']:.3f}" if math.isfinite(r["ci95"]) else f"{r['mean']:.3f}"
                 mark = {1: " ▲", -1: " ▼"}.get(verdict.get((method, mode, c), 0), "")
                 if abs(r["mean"] - best[c]) < 1e-12:
-                    cell = f"**{cell}**" if markdown else f"<b>{html.escape(cell)}</b>"
+                    cell = f"**{cell}**" if markdown else cell
+                    bold.add((len(table), f"{c:.3g}x"))
                 row[f"{c:.3g}x"] = cell + mark
             table.append(row)
         if not table:
@@ -356,7 +428,7 @@ def pivot_tables(summary: list[dict[str, Any]], paired: list[dict[str, Any]], se
         if markdown:
             out.append(f"### {title}\n\n" + markdown_table(table, columns))
         else:
-            out.append(f"<h3>{html.escape(title)}</h3>" + html_table(table, columns, escape=False))
+            out.append(f"<h3>{html.escape(title)}</h3>" + html_table(table, columns, bold=bold))
     return "\n".join(out)
 
 
@@ -373,7 +445,8 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     results = collect(root)
     if not results:
         raise SketchpruneError(f"no finished runs (result.json) under {root}; run `sketchprune sweep` first")
-    rows = [flat_row(r) for r in results]
+    labels = run_labels(results)
+    rows = [flat_row(r, labels[r.hash]) for r in results]
     summary = summarize(results)
     paired = paired_differences(results)
     power = diagnostic_power(rows)

@@ -34,16 +34,19 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     return "\n".join(lines) + "\n"
 
 
-def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, escape: bool = True) -> str:
-    """Rows of dicts as an HTML table (cells escaped unless ``escape=False``: cells already HTML)."""
+def html_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+               bold: set[tuple[int, str]] = frozenset()) -> str:  # type: ignore[assignment]
+    """Rows of dicts as an HTML table. Every cell is escaped; the cells at ``bold`` ((row index,
+    column) pairs) are then set in bold, so no cell text ever reaches the page as markup."""
     if not rows:
         return "<p>(none)</p>"
     columns = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
 
-    def cell(v: Any) -> str:
-        text = format_cell(v)
-        return html.escape(text) if escape else text
+    def cell(i: int, c: str, v: Any) -> str:
+        text = html.escape(format_cell(v))
+        return f"<b>{text}</b>" if (i, c) in bold else text
 
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(i, c, r.get(c))}</td>" for c in columns) + "</tr>"
+                   for i, r in enumerate(rows))
     return f"<table><tr>{head}</tr>{body}</table>"
