@@ -355,7 +355,7 @@ def sweep_cmd(
 
     spec = sw.load(config)
     out = out or Path("runs") / config.stem
-    rows = [{"hash": cm.config_hash(c), "status": sw.status(sw.folder(out, c)), "model": c.model,
+    rows = [{"hash": cm.config_hash(c), "status": sw.status(sw.folder(out, c), cm.config_hash(c)), "model": c.model,
              "dataset": c.dataset, "method": c.method, "mode": c.mode, "density": c.density, "seed": c.seed}
             for c in spec.runs]
     if dry_run:

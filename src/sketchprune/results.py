@@ -129,11 +129,13 @@ def read_result(path: str | os.PathLike) -> Result | None:
         return None
 
 
-def status(run_dir: str | os.PathLike) -> str:
-    """"done", "failed" (``error.json``, or a ``result.json`` that cannot be read) or "todo"."""
+def status(run_dir: str | os.PathLike, expected_hash: str | None = None) -> str:
+    """"done", "failed" (``error.json``, a ``result.json`` that cannot be read, or one of another
+    run than ``expected_hash``) or "todo"."""
     run_dir = Path(run_dir)
     if (run_dir / RESULT_FILE).exists():
-        return "done" if read_result(run_dir / RESULT_FILE) is not None else "failed"
+        result = read_result(run_dir / RESULT_FILE)
+        return "done" if result is not None and expected_hash in (None, result.hash) else "failed"
     if (run_dir / ERROR_FILE).exists():
         return "failed"
     return "todo"

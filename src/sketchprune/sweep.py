@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import stat
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ def run(
         todo, skipped, failed_before = [], 0, 0
         for cfg in sweep.runs:
             d = folder(out, cfg)
-            st = status(d)
+            st = status(d, cfgmod.config_hash(cfg))  # a result of another run in this folder is not this run's
             if st == "done" or (st == "failed" and not retry_failed):
                 skipped += 1
                 failed_before += st == "failed"
@@ -200,8 +201,17 @@ def _lock(out: Path) -> Iterator[None]:
     import fcntl
 
     out.mkdir(parents=True, exist_ok=True)
-    f = open(out / ".sweep.lock", "a+")
+    path = out / ".sweep.lock"
+    try:  # never through a link, and never truncating a file the sweep did not make
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise SketchpruneError(f"{path} cannot be opened as the sweep's lock ({e.strerror}); remove it if it "
+                               "is a link or not a file") from None
+    f = os.fdopen(fd, "r+")
     try:
+        info = os.fstat(fd)
+        check(stat.S_ISREG(info.st_mode) and info.st_nlink == 1,
+              f"{path} is not a plain file of its own (a link to another file?); remove it")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -210,7 +220,7 @@ def _lock(out: Path) -> Iterator[None]:
             raise SketchpruneError(f"another sweep (pid {holder}) is running in {out}; wait for it to end "
                                    "or use another --out") from None
         f.seek(0)
-        f.truncate()
+        f.truncate()  # ours: a plain file, opened without following links, and locked
         f.write(str(os.getpid()))
         f.flush()
         yield
