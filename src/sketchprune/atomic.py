@@ -47,6 +47,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def create_json(path: str | os.PathLike, obj: Any) -> bool:
+    """Write ``obj`` to ``path`` only if no file is there, atomically (complete or absent, and of two
+    processes at once exactly one wins). Returns False when the file existed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_temp(path)
+    try:
+        tmp.write_text(to_json(obj))
+        os.link(tmp, path)  # fails if path exists: an exclusive, complete publish
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+@contextlib.contextmanager
+def hold_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (made if absent; never through a link, never another
+    file's) while the block runs; ``busy`` is the error when another process holds it (``{pid}`` is
+    replaced by that process's pid)."""
+    import fcntl
+    import stat
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise SketchpruneError(f"{path} cannot be opened as a lock ({e.strerror}); remove it if it is a link or not "
+                               "a file") from None
+    f = os.fdopen(fd, "r+")
+    try:
+        info = os.fstat(fd)
+        if not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
+            raise SketchpruneError(f"{path} is not a plain file of its own (a link to another file?); remove it")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            raise SketchpruneError(busy.replace("{pid}", f.read().strip() or "?")) from None
+        f.seek(0)
+        f.truncate()  # ours: a plain file, opened without following links, and locked
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # closing releases the lock
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
     with atomic_path(path) as tmp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +24,15 @@ from torch import nn
 from sketchprune import config as cfgmod
 from sketchprune import data as datasets
 from sketchprune import methods, models, seeding
-from sketchprune.atomic import read_json, read_safetensors, write_json, write_safetensors
+from sketchprune.atomic import create_json, hold_lock, read_json, read_safetensors, write_json, write_safetensors
 from sketchprune.config import config_hash, setting, to_dict
 from sketchprune.costs import cost_fractions, costs
 from sketchprune.diagnostics import mask_diagnostics
 from sketchprune.nm import project_nm
 from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
-from sketchprune.pruning import KEEP_BY, PruneOptions, method_settings, prune_units, prune_with, reinitialize
+from sketchprune.pruning import (KEEP_BY, PruneOptions, method_settings, prunable_parameters, prune_units, prune_with,
+                                 reinitialize)
 from sketchprune.results import CONFIG_FILE, MASKS_FILE, RESULT_FILE, START_FILE, UNITS_FILE, Result, load_result
 from sketchprune.train import Callback, TrainConfig, train
 
@@ -178,14 +180,18 @@ class Trainer:
     folder: Path | None = None
     seed: int = 0
     device: str | None = None
+    run_key: str | None = None
+    """The run's config hash: a level's checkpoint resumes only this run's training."""
 
     def __call__(self, model: nn.Module, masks: Masks, tag: str, *, epochs: int | None = None,
                  snapshot_step: int | None = None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
         """:func:`~sketchprune.train.train` with this trainer's data, config, seed and device;
         ``callbacks`` receive the loop's events (a method that changes masks while it trains)."""
         cfg = dataclasses.replace(self.config, epochs=epochs) if epochs else self.config
+        key = f"{self.run_key}-{tag}-e{cfg.epochs}" if self.run_key is not None else None
         return train(model, self.data, cfg, masks=masks, out=self.folder / tag if self.folder else None,
-                     device=self.device, seed=self.seed, snapshot_step=snapshot_step, callbacks=callbacks)
+                     device=self.device, seed=self.seed, snapshot_step=snapshot_step, callbacks=callbacks,
+                     run_key=key)
 
 
 def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
@@ -194,8 +200,8 @@ def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder
     layer collapse are the caller's to show); a method that trains while it prunes keeps its
     checkpoints under ``folder``."""
     masks = prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density,
-                      data=prune_batches(data, cfg), seed=cfg.seed, trainer=Trainer(data, cfg.train, folder, cfg.seed,
-                                                                                    device),
+                      data=prune_batches(data, cfg), seed=cfg.seed,
+                      trainer=Trainer(data, cfg.train, folder, cfg.seed, device, run_key=config_hash(cfg)),
                       input_shape=data.input_shape)
     if cfg.nm:
         n, m = (int(v) for v in cfg.nm.split(":"))
@@ -207,19 +213,19 @@ def _claim(out: Path, cfg: RunConfig) -> None:
     """Make ``out`` the folder of ``cfg``: a folder that holds another config's run is an error
     (so a resume never mixes two configs), one that holds this config's run is resumed."""
     record = out / CONFIG_FILE
-    if record.exists():
-        try:
-            held = read_json(record).get("hash")
-        except (OSError, ValueError, AttributeError):
-            held = None
-        if held != config_hash(cfg):
-            raise SketchpruneError(
-                f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
-                f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
-        return
-    check(not (out / RESULT_FILE).exists() and not (out / MASKS_FILE).exists(),
-          f"run folder {out} holds a run without its {CONFIG_FILE}; pass another --out or delete the folder")
-    write_json(record, {"hash": config_hash(cfg), **to_dict(cfg)})
+    if not record.exists():
+        check(not (out / RESULT_FILE).exists() and not (out / MASKS_FILE).exists(),
+              f"run folder {out} holds a run without its {CONFIG_FILE}; pass another --out or delete the folder")
+        if create_json(record, {"hash": config_hash(cfg), **to_dict(cfg)}):  # of two starts at once, one wins
+            return
+    try:
+        held = read_json(record).get("hash")
+    except (OSError, ValueError, AttributeError):
+        held = None
+    if held != config_hash(cfg):
+        raise SketchpruneError(
+            f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
+            f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
 
 
 def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.Module:
@@ -244,7 +250,8 @@ def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Pa
     report = units_report(small, dense_costs, data.input_shape)
     write_json(out / UNITS_FILE, report)
     prune_seconds = time.perf_counter() - t0
-    trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed)
+    trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed,
+                    run_key=config_hash(cfg))
     pruned = {"kept": round(report["params_fraction"] * dense_costs["params"]), "total": int(dense_costs["params"]),
               "density_actual": report["params_fraction"], "collapsed": [],
               "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
@@ -253,14 +260,29 @@ def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Pa
     return trained, pruned, prune_seconds
 
 
+def _check_masks_fit(masks: Masks, model: nn.Module, cfg: RunConfig, path: Path) -> None:
+    """``masks`` cover exactly the run's prunable tensors, each with its shape (a one-line error naming the file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the run already warned about unpruned layers when it pruned
+        params = prunable_parameters(model, include_bias=cfg.include_bias, include_norm=cfg.include_norm,
+                                     exclude=cfg.exclude, include=cfg.include)
+    missing, extra = sorted(set(params) - set(masks)), sorted(set(masks) - set(params))
+    wrong = [n for n in params if n in masks and tuple(masks[n].shape) != tuple(params[n].shape)]
+    problem = (f"lacks {len(missing)} of the {len(params)} prunable tensors ({missing[0]}, ...)" if missing else
+               f"names tensors the model lacks ({extra[0]}, ...)" if extra else
+               f"has a mask of another shape for {wrong[0]}" if wrong else "")
+    check(not problem, f"{path} {problem}: it was made for another model; delete it (or the run folder) to prune again")
+
+
 def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
                  progress: bool, t0: float, dense_costs: dict[str, float]
                  ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """A run with a mask: prune (or read the masks a killed run saved), train. Returns what
     training returned, the pruning fields of the Result and the seconds until training."""
     masks_path, start_path = out / MASKS_FILE, out / START_FILE
-    if masks_path.exists():
+    if masks_path.exists():  # a killed run's masks: they must be this model's, every prunable tensor
         masks = Masks.load(masks_path)
+        _check_masks_fit(masks, model, cfg, masks_path)
     else:
         masks = prune_model(cfg, model, data, out, device)  # layer collapse warns, as prune does
         if masks.start_state is not None:  # the method rewound the weights (imp): train from those
@@ -273,7 +295,8 @@ def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: 
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
-    trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed)
+    trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed,
+                    run_key=config_hash(cfg))
     rep = masks.report()
     pruned = {"kept": rep["kept"], "total": rep["total"], "density_actual": rep["density"],
               "collapsed": rep["collapsed"], "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
@@ -288,6 +311,13 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
     run's is read back from its ``result.json``)."""
     out = Path(out)
     _claim(out, cfg)
+    with hold_lock(out / ".run.lock", f"another process (pid {{pid}}) is running this run in {out}; wait for it "
+                                     "to end"):
+        return _run_claimed(cfg, out, device, data_root, download, progress, dataset)
+
+
+def _run_claimed(cfg: RunConfig, out: Path, device: str | None, data_root: str | None, download: bool,
+                 progress: bool, dataset: datasets.Dataset | None) -> Result:
     done = out / RESULT_FILE
     if done.exists():
         return load_result(done)

@@ -27,9 +27,8 @@ import contextlib
 import itertools
 import os
 import shutil
-import stat
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 import yaml
 
 from sketchprune import config as cfgmod
-from sketchprune.atomic import write_json
+from sketchprune.atomic import hold_lock, write_json
 from sketchprune.errors import SketchpruneError, check, one_line_warnings
 from sketchprune.experiment import RunConfig, make_config
 from sketchprune.experiment import run as run_experiment
@@ -195,37 +194,10 @@ def run(
     return counts
 
 
-@contextlib.contextmanager
-def _lock(out: Path) -> Iterator[None]:
+def _lock(out: Path) -> contextlib.AbstractContextManager[None]:
     """Hold ``out/.sweep.lock`` for the sweep: a second sweep in the same folder is an error."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / ".sweep.lock"
-    try:  # never through a link, and never truncating a file the sweep did not make
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        raise SketchpruneError(f"{path} cannot be opened as the sweep's lock ({e.strerror}); remove it if it "
-                               "is a link or not a file") from None
-    f = os.fdopen(fd, "r+")
-    try:
-        info = os.fstat(fd)
-        check(stat.S_ISREG(info.st_mode) and info.st_nlink == 1,
-              f"{path} is not a plain file of its own (a link to another file?); remove it")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise SketchpruneError(f"another sweep (pid {holder}) is running in {out}; wait for it to end "
-                                   "or use another --out") from None
-        f.seek(0)
-        f.truncate()  # ours: a plain file, opened without following links, and locked
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
-    finally:
-        f.close()  # closing releases the lock
+    return hold_lock(out / ".sweep.lock", f"another sweep (pid {{pid}}) is running in {out}; wait for it to end or use "
+                                          "another --out")
 
 
 def _process_backend(todo, sweep: Sweep, workers: int):

@@ -358,6 +358,7 @@ def train(
     seed: int = 0,
     snapshot_step: int | None = None,
     callbacks: Sequence[Callback] = (),
+    run_key: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
 
@@ -367,7 +368,9 @@ def train(
     applied by the caller stay applied; ``masks`` is applied for the training only. With
     ``snapshot_step`` k, the result's ``snapshot`` holds the model's state after k optimizer steps
     (kept in ``out`` too, so a resumed run still has it): the weights rewinding returns to.
-    ``callbacks`` receive the loop's events (see the module docstring).
+    ``callbacks`` receive the loop's events (see the module docstring). A checkpoint resumes only
+    the training it was written by: ``run_key`` names it (a run passes the hash of its whole
+    config); by default the training settings and the seed do.
     """
     cfg.validate()
     check(not cfg.augment or data.image, f"augment (crop and flip) applies to image data; {data.name} has none")
@@ -378,7 +381,8 @@ def train(
     model.to(dev)
     folder = Path(out) if out is not None else None
     snapshot = Snapshot(snapshot_step, folder) if snapshot_step is not None else None
-    checkpoint = Checkpoint(folder / "checkpoint.pt", f"{config_hash(cfg)}-s{seed}") if folder is not None else None
+    key = run_key if run_key is not None else f"{config_hash(cfg)}-s{seed}"
+    checkpoint = Checkpoint(folder / "checkpoint.pt", key) if folder is not None else None
     everything: list[Any] = [snapshot] if snapshot is not None else []  # in the order of the module docstring
     everything += callbacks
     if folder is not None:
