@@ -8,7 +8,9 @@ Both are one in-place multiply by a 0/1 tensor in the parameter's dtype (on this
 than a multiply by the bool mask and 17x cheaper than ``masked_fill_``); the re-zeroing is one
 fused ``_foreach_mul_`` over the optimizer's masked parameters, whose list is cached until a mask,
 the parameter list or a dtype or device changes. The cost is these two passes over the masked
-weights (``bench_train.py``).
+weights (``bench_train.py``). A multiply keeps a NaN a NaN, so where a non-finite value can reach
+a pruned entry the zeros are assigned instead: when the masks are applied, and after the steps
+of an optimizer with ``eps=0`` (Adam, RMSprop, Adagrad, Adadelta then divide 0 by 0 there).
 
 Which optimizers re-zero: while any mask is applied, one optimizer step pre-hook
 (``torch.optim.optimizer.register_optimizer_step_pre_hook``) looks at each optimizer once, when it
@@ -150,8 +152,8 @@ class Masks(Mapping[str, Tensor]):
                 setattr(p, _STATE, state)
                 _LIVE[id(state)] = state
             state.add(self._token, m)
-            with torch.no_grad():
-                p.mul_(state.keep_for(p))
+            with torch.no_grad():  # by assignment: a NaN or inf at a pruned position becomes 0 too
+                p.masked_fill_(state.keep_for(p) == 0, 0)
             applied.append(p)
         return MaskHandle(applied, self._token)
 
@@ -379,7 +381,10 @@ def rezero(optimizer: torch.optim.Optimizer, *_: Any) -> int:
     """Zero the pruned entries of every masked parameter that ``optimizer`` updates (one fused
     multiply over all of them); returns how many masked parameters there were."""
     params, keeps = _masked_of(optimizer)
-    if params:
+    if params and any(g.get("eps", 1.0) == 0 for g in optimizer.param_groups):
+        for p, keep in zip(params, keeps):  # an eps of 0 divides 0 by 0 at pruned entries: assign, NaN * 0 is NaN
+            p.masked_fill_(keep == 0, 0)
+    elif params:
         torch._foreach_mul_(params, keeps)
     return len(params)
 
