@@ -77,6 +77,14 @@ class TrainConfig(Settings):
               "lr_drops only apply to lr_schedule='step'; drop them or set lr_schedule=step")
         check(self.optimizer == "sgd" or self.momentum == 0.9,
               "momentum only applies to optimizer='sgd'; drop it or use sgd")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0 and math.isfinite(self.weight_decay),
+              f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        check(0 < self.lr_gamma and math.isfinite(self.lr_gamma),
+              f"lr_gamma must be a positive number (each drop multiplies the rate by it), got {self.lr_gamma}")
+        late = [d for d in self.lr_drops if not 0 < d < self.epochs]
+        check(not late, f"lr_drops must be epochs in 1..{self.epochs - 1} (a drop at {late[0] if late else 0} would "
+                        "never apply or precede training); drop it or train longer")
 
 
 def resolve_device(device: str | None) -> torch.device:
