@@ -1,4 +1,4 @@
-"""LAMP: the score by hand on a small layer, and a global top-k that never empties a layer."""
+"""LAMP (methods/lamp.py): the score by hand on a small layer, and a global top-k that never empties a layer."""
 
 import torch
 from torch import nn
