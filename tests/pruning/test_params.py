@@ -1,10 +1,13 @@
-"""What prune reads from its inputs: the data batches and the prunable parameters."""
+"""What prune reads from its inputs (pruning/params.py): the data batches and the prunable parameters."""
+
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 from sketchprune import SketchpruneError, prune
+from sketchprune.pruning import UnprunedWarning
 
 
 def _net() -> nn.Module:
@@ -30,3 +33,74 @@ def test_a_model_of_empty_layers_is_a_one_line_error(model):
     with pytest.raises(SketchpruneError, match="prunable weights are all empty") as e:
         prune(model, "magnitude", 0.5)
     assert "\n" not in str(e.value)
+
+
+# ---- a shared parameter is one prunable entry; layers prune cannot handle are named -------------------
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(16, 16, bias=False)
+        self.b = nn.Linear(16, 16, bias=False)
+        self.b.weight = self.a.weight
+        self.c = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_a_shared_weight_is_pruned_once():
+    torch.manual_seed(0)
+    model = Tied()
+    m = prune(model, "magnitude", 0.5)
+    assert list(m) == ["a.weight", "c.weight"] and sum(t for _, t in m.counts().values()) == 320
+    h = m.apply(model)  # the masks fit the model
+    h.remove()
+    s = prune(model, "synflow", 0.2, iterations=4, input_shape=(16,))
+    assert sum(k for k, _ in s.counts().values()) == round(0.2 * 320)
+
+
+def test_a_tied_embedding_and_head_is_one_tensor_under_its_first_name():
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 6)
+            self.head = nn.Linear(6, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x):
+            return self.head(self.emb(x))
+
+    m = prune(LM(), "magnitude", 0.5)
+    assert m.counts() == {"emb.weight": (30, 60)}
+
+
+def test_unknown_layers_are_named_and_can_be_included_or_excluded():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.raw = nn.Parameter(torch.randn(8, 8))
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            a, _ = self.attn(x, x, x)
+            return self.fc(a @ self.raw)
+
+    model = Odd()
+    with pytest.warns(UnprunedWarning) as record:
+        m = prune(model, "magnitude", 0.5)
+    message = str(record[0].message)
+    assert "attn.in_proj_weight (MultiheadAttention)" in message and "raw (Odd)" in message and "include=" in message
+    assert "attn.in_proj_weight" not in m
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnprunedWarning)
+        m = prune(model, "magnitude", 0.5, include=("attn.in_proj_weight", "raw"))
+        assert {"attn.in_proj_weight", "raw", "fc.weight"} <= set(m)
+        prune(model, "magnitude", 0.5, exclude=("attn.in_proj_weight", "raw"))
+
+
+def test_a_lazy_layer_is_a_one_line_error_naming_it():
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(SketchpruneError, match=r"0.weight.*not initialized.*exclude="):
+        prune(model, "magnitude", 0.5)
