@@ -39,3 +39,11 @@ def test_round_schedules_end_at_the_density():
     assert round_densities(0.2, 4, "linear") == pytest.approx([0.8, 0.6, 0.4, 0.2])
     params = {"w": torch.zeros(10, 10), "v": torch.zeros(5)}
     assert budgets(params, 0.5, "global") == 52 and budgets(params, 0.5, "layer") == {"w": 50, "v": 2}
+
+
+def test_erk_densities_are_fractions_that_hit_the_budget():
+    shapes = {"a": (64, 3, 3, 3), "b": (128, 64, 3, 3), "c": (10, 128)}
+    d = erk_densities(shapes, 0.1)
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    assert sum(d[n] * sizes[n] for n in shapes) == pytest.approx(0.1 * sum(sizes.values()))
+    assert all(0 < v <= 1 for v in d.values()) and d["a"] > d["b"]

@@ -1,8 +1,11 @@
-"""The command line: version, JSON output equal to the printed table, one-line errors."""
+"""The command line (cli.py, cli_flags.py): help, JSON equal to the printed table, settings checked before any work, one-line errors."""
 
 import json
 import subprocess
 import sys
+
+import pytest
+import torch
 
 from sketchprune.cli import main
 
@@ -39,19 +42,84 @@ def test_bad_flag_value_is_one_line_error():
     assert r.stderr.strip().count("\n") == 0 and "budgets" in r.stderr
 
 
-def test_the_library_imports_no_cli_framework():
-    """typer and click load with the CLI only: every library module imports without them."""
-    code = ("import importlib, pkgutil, sys\n"
-            "import sketchprune\n"
-            "from sketchprune import prune, select\n"
-            "for name in ('pruning', 'methods', 'experiment', 'config'):\n"
-            "    importlib.import_module('sketchprune.' + name)\n"
-            "for info in pkgutil.walk_packages(sketchprune.__path__, 'sketchprune.'):\n"
-            "    if not info.name.startswith(('sketchprune.cli', 'sketchprune.__main__')):\n"
-            "        importlib.import_module(info.name)\n"
-            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'click'))\n"
-            "assert not loaded, loaded\n"
-            "import sketchprune.cli\n"
-            "assert 'typer' in sys.modules  # the check can see it (this typer vendors click as typer._click)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+def test_prune_and_train_commands_take_structure_units(tmp_path, capsys):
+    args = ["--model", "mlp", "--dataset", "digits", "--structure", "units", "--method", "sketch",
+            "--density", "0.25", "--keep-by", "macs", "--json"]
+    assert main(["prune", *args, "--out", str(tmp_path / "p")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert 0.2 <= rep["macs_fraction"] <= 0.25 and all(v["kept"] < v["total"] for v in rep["layers"].values())
+    assert json.loads((tmp_path / "p" / "units.json").read_text())["layers"] == rep["layers"]
+    assert main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "t")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["macs_fraction"] == pytest.approx(rep["macs_fraction"]) and result["final_test_acc"] > 0.1
+    assert main(["train", "--structure", "units", "--method", "magnitude", "--out", str(tmp_path / "x")]) == 2
+    assert "has no unit form (structure=units)" in capsys.readouterr().err
+
+
+def test_train_without_out_gets_one_folder_per_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--json"]
+    assert main(base + ["--density", "0.5"]) == 0 and main(base + ["--density", "0.2"]) == 0
+    runs = sorted((tmp_path / "runs" / "train").iterdir())
+    densities = sorted(json.loads((r / "result.json").read_text())["density_actual"] for r in runs)
+    assert densities == [pytest.approx(0.2, abs=1e-3), pytest.approx(0.5, abs=1e-3)]
+
+
+@pytest.mark.parametrize("bad", [["--method", "bogus"], ["--model", "vgg7"], ["--dataset", "imagenet"],
+                                 ["--augment"], ["--compression", "inf"], ["--methd", "snip"]])
+def test_train_checks_settings_before_any_work(bad, tmp_path, cli_error):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mlp", "--dataset", "digits", "--out", str(out)] + bad) == 2
+    cli_error()
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_on_a_cpu_machine_fails_before_pruning(tmp_path, cli_error):
+    out = tmp_path / "run"
+    assert main(["train", "--device", "cuda", "--model", "mlp", "--dataset", "digits", "--out", str(out)]) == 2
+    assert "no GPU" in cli_error() and not out.exists()
+
+
+def test_run_with_a_bad_method_trains_nothing(tmp_path, cli_error):
+    assert main(["run", "--methods", "magnitude,bogus", "--out", str(tmp_path / "r")]) == 2
+    assert "bogus" in cli_error() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--methods", "magnitude,"], "empty item"),
+    (["--seeds", "0,0"], "twice"),
+    (["--epochs", "1", "--epochs", "2"], "given twice"),
+])
+def test_list_and_repeated_flags(args, msg, tmp_path, cli_error):
+    assert main(["run", "--out", str(tmp_path / "r")] + args) == 2
+    assert msg in cli_error() and not (tmp_path / "r").exists()
+
+
+def test_a_list_with_spaces_is_read_as_meant(tmp_path, capsys):
+    rc = main(["run", "--methods", "magnitude, random", "--densities", "0.5", "--seeds", "0", "--epochs", "1",
+               "--dataset", "digits", "--model", "mlp", "--json", "--out", str(tmp_path)])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["done"] == 2 * 3 + 1  # 2 methods x 3 modes, dense
+
+
+def test_train_warns_about_layer_collapse(tmp_path, capsys):
+    rc = main(["train", "--model", "conv1d", "--method", "magnitude", "--density", "0.1", "--epochs", "1",
+               "--model-options", "width=64", "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "warning: layer collapse" in err and json.loads((tmp_path / "result.json").read_text())["collapsed"]
+
+
+def test_help_shows_no_bool_metavar(capsys):
+    for cmd in (["--help"], ["train", "--help"], ["sweep", "--help"]):
+        main(cmd)
+        assert "<bool>" not in capsys.readouterr().out
+
+
+def test_missing_data_files_name_flags_that_prune_has(tmp_path, capsys, cli_error):
+    assert main(["prune", "--dataset", "cifar10", "--model", "resnet20", "--out", str(tmp_path)]) == 2
+    err = cli_error()
+    assert "--data-root" in err and "--download" in err
+    main(["prune", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--data-root" in helptext and "--download" in helptext

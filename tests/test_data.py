@@ -1,4 +1,4 @@
-"""Data: generated sets, loaders on format-identical files the tests write, verified downloads."""
+"""Data (data/): generated sets and their cache, loaders on format-identical files the tests write, verified downloads."""
 
 import gzip
 import hashlib
@@ -214,3 +214,13 @@ def test_server_closing_early_keeps_nothing(server, tmp_path):
         download.fetch(download.Remote(f"{url}/short", "s.bin", "sha256:" + hashlib.sha256(body).hexdigest()),
                        tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_mnist1d_cache_is_generated_again(tmp_path):
+    first = data.load("mnist1d", root=tmp_path)
+    cache = tmp_path / "mnist1d.npz"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    with pytest.warns(RuntimeWarning, match="damaged; generating it again"):
+        again = data.load("mnist1d", root=tmp_path)
+    assert torch.equal(first.train_x, again.train_x)
+    assert np.load(cache)["x"].shape[0] == len(first.train_y)  # the cache is whole again

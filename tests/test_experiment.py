@@ -1,4 +1,6 @@
-"""One run's settings: RunConfig is checked once, and what it asks for reaches prune and train."""
+"""One run (experiment.py): RunConfig is checked once, what it asks for reaches prune and train, a run folder holds one config."""
+
+import json
 
 import pytest
 
@@ -33,3 +35,24 @@ def test_iterations_default_is_none_everywhere():
     assert make_config({"method": "synflow", "iterations": 3}).iterations == 3
     with pytest.raises(SketchpruneError, match="iterations must be an integer >= 1"):
         make_config({"method": "synflow", "iterations": 0})
+
+
+def test_train_refuses_a_folder_of_another_config_and_resumes_its_own(tmp_path, capsys, cli_error):
+    base = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--json", "--out", str(tmp_path)]
+    assert main(base + ["--density", "0.5"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(base + ["--density", "0.2"]) == 2
+    err = cli_error()
+    assert "holds another run" in err and "--out" in err
+    assert json.loads((tmp_path / "result.json").read_text())["density_actual"] == first["density_actual"]
+    assert main(base + ["--density", "0.5"]) == 0  # the same config: its finished result
+    assert json.loads(capsys.readouterr().out)["hash"] == first["hash"]
+
+
+def test_a_killed_run_is_not_finished_with_other_settings(tmp_path, capsys, cli_error):
+    base = ["train", "--model", "mlp", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path)]
+    assert main(base + ["--density", "0.5"]) == 0
+    capsys.readouterr()
+    (tmp_path / "result.json").unlink()  # as if killed after pruning: masks and checkpoint stay
+    assert main(base + ["--density", "0.2", "--method", "random"]) == 2
+    assert "holds another run" in cli_error()

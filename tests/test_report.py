@@ -1,4 +1,4 @@
-"""Reports: t intervals, paired differences, the figures and tables, and the page in a real browser."""
+"""Reports (report.py): summary and paired tables against hand computations, the figures and files, the page in a real browser."""
 
 import csv
 import json
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from sketchprune import stats
 from sketchprune.cli import main
 from sketchprune.report import collapse_case, paired_differences, pivot_tables, summarize
 from sketchprune.results import collect
@@ -29,24 +28,6 @@ grids:
     density: [1.0]
     seed: [0, 1, 2]
 """
-
-
-def test_t_quantiles_match_scipy():
-    from scipy.stats import t
-
-    for df in (1, 2, 4, 9, 29, 30, 31, 45, 100, 1000):
-        assert stats.t975(df) == pytest.approx(t.ppf(0.975, df), abs=1e-3 if df <= 30 else 1e-5)
-
-
-def test_paired_difference_by_hand():
-    a, b = {0: 0.50, 1: 0.60, 2: 0.55, 7: 0.9}, {0: 0.40, 1: 0.45, 2: 0.50}
-    d = stats.paired(a, b)
-    diffs = [0.10, 0.15, 0.05]
-    half = 4.303 * statistics.stdev(diffs) / math.sqrt(3)
-    assert d["pairs"] == 3 and d["diff"] == pytest.approx(0.10) and d["ci"] == pytest.approx(half, rel=1e-6)
-    assert d["verdict"] == (1 if 0.10 - half > 0 else 0)
-    assert stats.paired({0: 0.1}, {1: 0.2}) is None
-    assert stats.paired({0: 0.1, 1: 0.2, 2: 0.15}, {0: 0.3, 1: 0.35, 2: 0.32})["verdict"] == -1
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +194,31 @@ def test_diagnostic_power_ranks_disconnected_masks_lowest():
     assert a["connected_acc"] == pytest.approx((0.5 + 0.7 + 0.9) / 3) and b["disconnected_acc"] is None
 
 
-def test_sign_test_by_hand():
-    assert stats.sign_test(16, 16) == pytest.approx(2**-16)
-    assert stats.sign_test(12, 16) == pytest.approx(sum(math.comb(16, k) for k in range(12, 17)) / 2**16)
-    assert stats.sign_test(0, 5) == 1.0
+def test_report_tables_equal_results_and_files_are_valid(tmp_path, capsys, write_sweep):
+    cfg = write_sweep(tmp_path)
+    out = tmp_path / "out"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    results = {r.hash: r for r in collect(out)}
+    import csv
+
+    with open(rep["files"]["results_csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    for row in rows:
+        assert float(row["final_test_acc"]) == pytest.approx(results[row["hash"]].final_test_acc)
+        assert int(row["kept"]) == results[row["hash"]].kept
+    for key in ("accuracy_png", "differences_png", "collapse_png"):
+        assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = Path(rep["files"]["html"]).read_text()
+    assert page.count("data:image/png;base64,") == 3 and "http://" not in page and "https://" not in page
+    md = Path(rep["files"]["pivot_md"]).read_text()
+    assert md.count("### ") == 2 and md.count("| magnitude |") == 2  # a table per mode, a row per method
+    assert len(Path(rep["files"]["summary_csv"]).read_text().splitlines()) == 1 + 8  # 2 x 2 modes x 2 densities
+
+
+def test_report_on_empty_folder_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sketchprune import SketchpruneError, data
+from sketchprune import SketchpruneError
 from sketchprune.atomic import write_json
 from sketchprune.experiment import RunConfig, run
 from sketchprune.results import Result, collect, load_result, read_result, run_folder, run_name, status
@@ -104,14 +104,9 @@ def test_collect_reads_every_result_in_a_stable_order_and_leaves_out_damaged_one
 
 def test_run_folders_are_named_by_the_config_hash(tmp_path):
     cfg = RunConfig()
-    assert run_folder(tmp_path, cfg) == tmp_path / "runs" / "a49c17bef0e9"  # the pinned hash (test_sweep)
+    assert run_folder(tmp_path, cfg) == tmp_path / "runs" / "a49c17bef0e9"  # the pinned hash (test_config)
     assert run_name(cfg) == "magnitude-topk-d0.1-s0-a49c17bef0e9"
     assert run_name(RunConfig(method="synflow", density=0.01, mode="sample")) == "synflow-sample-d0.01-s0-ebd8308c6cf5"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return data.load("digits")
 
 
 @pytest.mark.parametrize("structure", ["weights", "units"])

@@ -1,4 +1,4 @@
-"""select(): exact counts, tie and zero rules, sampling laws, determinism, scale."""
+"""select() (selection.py, topk.py): exact counts, tie and zero rules, sampling laws, determinism, scale."""
 
 import math
 import platform
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sketchprune import SketchpruneError, pieces, select, topk
+from sketchprune import SketchpruneError, pieces, prune, select, topk
 from sketchprune.inclusion import inclusion_probabilities
 
 
@@ -95,6 +95,16 @@ def test_exact_and_iid_follow_successive_sampling_law(scheme):
     p = _ppswor_inclusion_k2(w)
     se = (p * (1 - p) / trials).sqrt()
     assert bool(((f - p).abs() <= 4 * se).all()), (f, p)
+
+
+def test_iid_masks_are_drawn_on_the_successive_sampling_path(net):
+    """Drawing with replacement until k distinct has the law of successive sampling (that law is
+    tested above), so iid masks are computed on the exact path, draw for draw: this pins
+    that implementation choice (iterative SynFlow with iid used to draw ever more as k neared n)."""
+    model = net()
+    a = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="iid")
+    b = prune(model, "synflow", 0.05, iterations=10, mode="sample", scheme="exact")
+    assert all(torch.equal(a[n], b[n]) for n in a)
 
 
 def test_poisson_inclusion_frequencies_and_mean_count():

@@ -1,4 +1,4 @@
-"""Sweeps: pinned run hashes, skip/resume (SIGKILL included), failures recorded, reports."""
+"""Sweeps (sweep.py): files checked whole, skip/resume (SIGKILL included), failures recorded and retried, one sweep a folder."""
 
 import json
 import os
@@ -12,44 +12,14 @@ import pytest
 
 from sketchprune import SketchpruneError
 from sketchprune.cli import main
-from sketchprune.config import config_hash, non_default
-from sketchprune.experiment import RunConfig
-from sketchprune.experiment import make_config
 from sketchprune.results import collect
-from sketchprune.sweep import load
-from sketchprune.train import TrainConfig
+from sketchprune.sweep import _lock, load, status
 
-TINY = """
-fixed:
-  model: mlp
-  dataset: digits
-  model_options: {{width: 16}}
-  train: {{epochs: {epochs}, optimizer: adam, lr: 0.003, weight_decay: 0.0, batch_size: 64}}
-grid:
-  method: {methods}
-  mode: [topk, sample]
-  compression: [2, 10]
+TINY_SWEEP = """
+fixed: {model: mlp, dataset: digits, model_options: {width: 16},
+        train: {epochs: 1, optimizer: adam, lr: 0.003, weight_decay: 0.0}}
+grid: {method: [magnitude], mode: [topk, sample]}
 """
-
-
-def write(tmp_path, epochs=2, methods="[magnitude, synflow]", name="s.yaml"):
-    p = tmp_path / name
-    p.write_text(TINY.format(epochs=epochs, methods=methods))
-    return p
-
-
-def test_pinned_hashes():
-    # run folders are named by these: changing them orphans every existing result
-    assert config_hash(RunConfig()) == "a49c17bef0e9"
-    assert config_hash(RunConfig(method="synflow", density=0.01, mode="sample")) == "ebd8308c6cf5"
-    assert config_hash(RunConfig(train=TrainConfig(epochs=3))) == "ed1787f5bb43"
-    assert config_hash(RunConfig(model="vgg16_bn", dataset="cifar10", seed=2)) == "eb9a012f239c"
-
-
-def test_only_non_default_settings_enter_the_hash():
-    cfg = RunConfig(train=TrainConfig(epochs=3))
-    assert non_default(cfg) == {"train": {"epochs": 3}}  # nested settings compared field by field
-    assert make_config({"compression": 10, "train.epochs": 3}).density == pytest.approx(0.1)
 
 
 def test_sweep_file_errors(tmp_path):
@@ -68,9 +38,9 @@ def test_sweep_file_errors(tmp_path):
         load(bad)
 
 
-def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
-    cfg = tmp_path / "s.yaml"  # the cifar10 runs fail when they look for their data files
-    cfg.write_text(TINY.format(epochs=2, methods="[magnitude]").replace("  dataset: digits\n", "")
+def test_sweep_skips_finished_and_records_failures(tmp_path, capsys, write_sweep):
+    cfg = write_sweep(tmp_path, methods="[magnitude]")  # the cifar10 runs fail when they look for their data files
+    cfg.write_text(cfg.read_text().replace("  dataset: digits\n", "")
                    + "  dataset: [digits, cifar10]\n")
     out = tmp_path / "out"
     assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 1  # runs failed: non-zero exit
@@ -89,8 +59,8 @@ def test_sweep_skips_finished_and_records_failures(tmp_path, capsys):
     assert len(listed) == 8 and {r["status"] for r in listed} == {"done", "failed"}
 
 
-def test_workers_give_the_same_results_as_sequential(tmp_path):
-    cfg = write(tmp_path)
+def test_workers_give_the_same_results_as_sequential(tmp_path, write_sweep):
+    cfg = write_sweep(tmp_path)
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "seq")]) == 0
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "par"), "--workers", "2"]) == 0
     seq = {r.hash: r.final_test_acc for r in collect(tmp_path / "seq")}
@@ -98,8 +68,8 @@ def test_workers_give_the_same_results_as_sequential(tmp_path):
     assert seq == par and len(seq) == 8
 
 
-def test_sigkill_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path):
-    cfg = write(tmp_path, epochs=12)
+def test_sigkill_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path, write_sweep):
+    cfg = write_sweep(tmp_path, epochs=12)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "sketchprune.cli", "sweep", str(cfg), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -128,31 +98,112 @@ def test_sigkill_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path):
         assert epochs == list(range(1, 13))
 
 
-def test_report_tables_equal_results_and_files_are_valid(tmp_path, capsys):
-    cfg = write(tmp_path)
+def test_a_damaged_result_counts_as_failed_and_retry_reruns_it(tmp_path, capsys):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TINY_SWEEP)
     out = tmp_path / "out"
-    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    victim = sorted(out.rglob("result.json"))[0]
+    victim.write_text('{"config": ')  # corrupted by hand
+    assert status(victim.parent) == "failed"
+    with pytest.warns(RuntimeWarning, match="cannot be read"):
+        assert len(collect(out)) == 1
     capsys.readouterr()
-    assert main(["report", str(out), "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    results = {r.hash: r for r in collect(out)}
-    import csv
-
-    with open(rep["files"]["results_csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 8
-    for row in rows:
-        assert float(row["final_test_acc"]) == pytest.approx(results[row["hash"]].final_test_acc)
-        assert int(row["kept"]) == results[row["hash"]].kept
-    for key in ("accuracy_png", "differences_png", "collapse_png"):
-        assert Path(rep["files"][key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = Path(rep["files"]["html"]).read_text()
-    assert page.count("data:image/png;base64,") == 3 and "http://" not in page and "https://" not in page
-    md = Path(rep["files"]["pivot_md"]).read_text()
-    assert md.count("### ") == 2 and md.count("| magnitude |") == 2  # a table per mode, a row per method
-    assert len(Path(rep["files"]["summary_csv"]).read_text().splitlines()) == 1 + 8  # 2 x 2 modes x 2 densities
+    assert main(["report", str(out), "--json"]) == 0  # no crash: the damaged run is left out
+    assert json.loads(capsys.readouterr().out)["runs"] == 1
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["failed_earlier"] == 1
+    assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 0
+    assert json.loads(capsys.readouterr().out)["done"] == 1 and status(victim.parent) == "done"
 
 
-def test_report_on_empty_folder_is_an_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
-    assert "no finished runs" in capsys.readouterr().err
+def test_a_truncated_checkpoint_fails_once_and_retry_starts_over(tmp_path, capsys):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TINY_SWEEP.replace("epochs: 1", "epochs: 2"))
+    out = tmp_path / "out"
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    run_dir = sorted(out.rglob("result.json"))[0].parent
+    (run_dir / "result.json").unlink()
+    ckpt = run_dir / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:200])
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 1  # the run failed: non-zero exit
+    err = json.loads((run_dir / "error.json").read_text())["error"]
+    assert "cannot be read" in err
+    capsys.readouterr()
+    assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 0
+    assert status(run_dir) == "done"
+    epochs = [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("", "is empty"),
+    ("fixed: {model: mlp}\ngrid: {density: [true]}\n", "must be float"),
+    ("fixed: {model: [mlp]}\n", "goes under grid"),
+    ("grid: {seed: [0, 1, 0]}\n", "twice"),
+    ("grid: {method: [magnitude, bogus]}\n", "unknown method"),
+])
+def test_sweep_files_are_checked_whole_before_any_run(text, msg, tmp_path, cli_error):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    for extra in (["--dry-run"], []):
+        assert main(["sweep", str(cfg), "--out", str(out)] + extra) == 2
+        assert msg in cli_error()
+    assert not out.exists()
+
+
+def test_a_sweep_whose_runs_fail_exits_non_zero(tmp_path, capsys):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TINY_SWEEP.replace("dataset: digits", "dataset: cifar10"))  # no CIFAR files here
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_one_sweep_per_folder(tmp_path, cli_error):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TINY_SWEEP)
+    out = tmp_path / "out"
+    with _lock(out):  # as if another sweep were running there
+        assert main(["sweep", str(cfg), "--out", str(out)]) == 2
+        assert "another sweep" in cli_error()
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+
+
+def test_workers_end_when_the_sweep_is_killed(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TINY_SWEEP.replace("epochs: 1", "epochs: 100000").replace("mode: [topk, sample]",
+                                                                          "mode: [topk, sample], seed: [0, 1, 2]"))
+    proc = subprocess.Popen([sys.executable, "-m", "sketchprune.cli", "sweep", str(cfg), "--out", str(tmp_path / "o"),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"))
+
+    def workers() -> list[int]:
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,ppid=,args=", "-e"], capture_output=True, text=True).stdout
+        return [int(line.split()[0]) for line in out.splitlines()
+                if int(line.split()[1]) == proc.pid and "spawn_main" in line]
+
+    try:
+        deadline = time.time() + 90
+        while len(workers()) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        pids = workers()
+        assert len(pids) == 2, "the workers did not start: " + (tmp_path / "err.txt").read_text()[-2000:]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 15
+    alive = pids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if _alive(p)]
+    for p in alive:  # leave nothing running, whatever the outcome
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"orphaned workers {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state not in ("Z", "X")

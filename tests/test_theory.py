@@ -1,6 +1,7 @@
-"""Theory lab (E1-E4, E6, E7): printed numbers equal the JSON, formulas vs Monte Carlo, the paper's claims."""
+"""Theory lab (theory/, E1-E4, E6, E7): printed numbers equal the JSON, formulas vs Monte Carlo, the paper's claims, bad data in one line."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,6 @@ from sketchprune.theory import e2_linear as e2
 from sketchprune.theory import e6_ntk as e6
 from sketchprune.theory import e1_sketch as e1
 from sketchprune.theory import e7_structured as e7
-from sketchprune.stats import ranks, spearman
 from sketchprune.theory.common import load_table
 
 SMALL = {
@@ -131,13 +131,6 @@ def test_e6_iid_formula_matches_monte_carlo_and_optimal_constant():
         assert row["exact"] == pytest.approx(r["optimal_constant"] / row["budget"], rel=1e-9)
 
 
-def test_spearman_and_ranks():
-    assert ranks(torch.tensor([10.0, 20.0, 20.0, 5.0])).tolist() == [2.0, 3.5, 3.5, 1.0]
-    x = torch.randn(50, generator=torch.Generator().manual_seed(0))
-    assert spearman(x, x.exp()) == pytest.approx(1.0)
-    assert spearman(x, -x) == pytest.approx(-1.0)
-
-
 def _csv(tmp_path, text):
     p = tmp_path / "d.csv"
     p.write_text(text)
@@ -178,3 +171,45 @@ def test_e2_runs_on_user_csv(tmp_path, capsys):
                  str(tmp_path / "o"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["sweep"] == [] and len(result["rows"]) == 3 * 4
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {}
+    files["binary"] = tmp_path / "bin.csv"
+    files["binary"].write_bytes(bytes(range(256)) * 4)
+    files["directory"] = tmp_path / "adir.csv"
+    files["directory"].mkdir()
+    files["objects"] = tmp_path / "obj.npz"
+    np.savez(files["objects"], X=np.array([[1, "a"], [2, "b"]], dtype=object), y=np.array([1.0, 2.0]))
+    files["y2d"] = tmp_path / "y2d.npz"
+    np.savez(files["y2d"], X=np.ones((4, 3)), y=np.ones((4, 2)))
+    files["notzip"] = tmp_path / "notzip.npz"
+    files["notzip"].write_text("hello")
+    good = tmp_path / "good.npz"
+    np.savez(good, X=np.random.rand(50, 3), y=np.random.rand(50))
+    files["truncated"] = tmp_path / "trunc.npz"
+    files["truncated"].write_bytes(good.read_bytes()[:300])
+    files["complex"] = tmp_path / "complex.npz"
+    np.savez(files["complex"], X=np.ones((4, 3)) * (1 + 2j), y=np.ones(4))
+    files["duplicated"] = tmp_path / "dup.csv"
+    files["duplicated"].write_text("a,y,y\n1,2,3\n4,5,6\n7,8,9\n")
+    return files
+
+
+@pytest.mark.parametrize("case", ["binary", "directory", "objects", "y2d", "notzip", "truncated", "complex",
+                                  "duplicated"])
+def test_theory_data_files_that_are_wrong_give_one_line(case, tmp_path, cli_error):
+    path = _bad_files(tmp_path)[case]
+    rc = main(["theory", "linear", "--data", str(path), "--target", "y", "--draws", "2", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = cli_error()
+    assert str(path.name) in err
+
+
+@pytest.mark.parametrize("args", [["theory", "sketch", "--n", "0"], ["theory", "linear", "--n", "0"],
+                                  ["theory", "ntk", "--trials", "0"], ["theory", "deep-linear", "--width", "0"],
+                                  ["theory", "data", "--draws", "1"]])
+def test_theory_sizes_out_of_range_give_one_line(args, tmp_path, cli_error):
+    assert main(args + ["--out", str(tmp_path)]) == 2
+    cli_error()
+    assert not any(tmp_path.iterdir())
