@@ -179,6 +179,18 @@ def functional_loss():
 
 
 @pytest.fixture
+def one_line_error():
+    """``one_line_error(excinfo)``: the message of a caught error, checked to be one line."""
+
+    def message(excinfo) -> str:
+        msg = str(excinfo.value)
+        assert "\n" not in msg
+        return msg
+
+    return message
+
+
+@pytest.fixture
 def cli_error(capsys):
     """``cli_error()``: what the CLI printed on stderr, checked to be one line starting ``error: ``."""
 

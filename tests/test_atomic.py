@@ -13,12 +13,6 @@ from sketchprune import Masks, SketchpruneError
 from sketchprune.atomic import atomic_path, read_safetensors, write_safetensors, write_text
 
 
-def one_line_error(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg
-    return msg
-
-
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
     path = write_text(tmp_path / "a.json", "old")
     with pytest.raises(RuntimeError, match="killed"):
@@ -47,7 +41,7 @@ def test_safetensors_files_are_byte_reproducible(tmp_path):
     assert again.meta == {"seed": 3} and all(torch.equal(again[k], masks[k]) for k in masks)
 
 
-def test_a_damaged_safetensors_file_is_a_one_line_error_naming_it(tmp_path):
+def test_a_damaged_safetensors_file_is_a_one_line_error_naming_it(tmp_path, one_line_error):
     bad = tmp_path / "start.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(SketchpruneError) as e:

@@ -1,4 +1,4 @@
-"""The command line (cli.py, cli_flags.py): help, JSON equal to the printed table, settings checked before any work, one-line errors."""
+"""The command line (cli.py, cli_flags.py): help, JSON equal to the table, settings checked first, one-line errors."""
 
 import json
 import subprocess
@@ -123,3 +123,55 @@ def test_missing_data_files_name_flags_that_prune_has(tmp_path, capsys, cli_erro
     main(["prune", "--help"])
     helptext = capsys.readouterr().out
     assert "--data-root" in helptext and "--download" in helptext
+
+
+def test_default_job_one_epoch(tmp_path, capsys):
+    rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    runs = 5 * 3 * 3 + 1  # methods x modes (topk, sample, auto) x densities, and the dense model
+    assert result["done"] == runs and result["failed"] == 0
+    for png in ("accuracy", "differences", "collapse"):
+        assert (tmp_path / "report" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    csv_lines = (tmp_path / "report" / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + runs and csv_lines[0].startswith("setting,method,mode,density")
+    assert any(line.split(",")[1] == "dense" for line in csv_lines)
+    assert len(list((tmp_path / "runs").glob("*/result.json"))) == runs  # hash-named run folders
+    rc = main(["run", "--epochs", "1", "--out", str(tmp_path), "--seeds", "0", "--json"])  # done: all skipped
+    again = json.loads(capsys.readouterr().out)
+    assert rc == 0 and (again["done"], again["skipped"]) == (0, runs)
+
+
+def test_prune_cli_writes_masks_and_table(tmp_path, capsys):
+    rc = main(["prune", "--model", "resnet20", "--method", "magnitude", "--compression", "10", "--out", str(tmp_path),
+               "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["kept"] == round(0.1 * rep["total"])
+    from sketchprune import Masks
+
+    assert Masks.load(tmp_path / "masks.safetensors").density() == pytest.approx(rep["density"])
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["train", "--dataset", "imagenet"], "unknown dataset"),
+        (["train", "--model", "vgg7"], "unknown model"),
+        (["prune", "--method", "snip", "--grasp-temperature", "3"], "belongs to method 'grasp'"),
+        (["prune", "--scheme", "poisson"], "only apply to mode='sample'"),
+        (["train", "--model", "mlp", "--model-options", "depth=two"], "'depth' must be int"),
+        (["prune", "--density", "0.5", "--compression", "2"], "not both"),
+        (["train", "--density", "1.5"], "density must be"),
+    ],
+)
+def test_cli_errors_are_one_line(args, msg, tmp_path, capsys):
+    rc = main(args + ["--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and msg in err and "\n" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
+    rc = main(["train", "--device", "cuda", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path)])
+    assert rc == 2 and "no GPU" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Settings (config.py): pinned run hashes, only non-default settings hashed, every setting a train flag and a sweep key."""
+"""Settings (config.py): pinned run hashes, only non-defaults hashed, every setting a train flag and a sweep key."""
 
 import dataclasses
 import re

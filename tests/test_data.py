@@ -1,4 +1,4 @@
-"""Data (data/): generated sets and their cache, loaders on format-identical files the tests write, verified downloads."""
+"""Data (data/): generated sets and their cache, loaders on format-identical files, verified downloads."""
 
 import gzip
 import hashlib

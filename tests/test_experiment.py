@@ -1,12 +1,14 @@
-"""One run (experiment.py): RunConfig is checked once, what it asks for reaches prune and train, a run folder holds one config."""
+"""One run (experiment.py): RunConfig checked once, what it asks reaches prune and train, one config a folder."""
 
 import json
 
 import pytest
+import torch
 
 from sketchprune import SketchpruneError
 from sketchprune.cli import main
-from sketchprune.experiment import make_config
+from sketchprune.experiment import RunConfig, make_config, run
+from sketchprune.train import TrainConfig
 
 
 def test_prune_command_projects_onto_the_nm_pattern(tmp_path):
@@ -56,3 +58,27 @@ def test_a_killed_run_is_not_finished_with_other_settings(tmp_path, capsys, cli_
     (tmp_path / "result.json").unlink()  # as if killed after pruning: masks and checkpoint stay
     assert main(base + ["--density", "0.2", "--method", "random"]) == 2
     assert "holds another run" in cli_error()
+
+
+def test_run_folder(tmp_path, digits):
+    cfg = RunConfig(model="mlp", dataset="digits", method="synflow", density=0.2, iterations=5,
+                    train=TrainConfig(epochs=2, optimizer="adam", lr=3e-3, weight_decay=0))
+    res = run(cfg, tmp_path, dataset=digits)
+    for f in ("config.json", "masks.safetensors", "metrics.jsonl", "result.json"):
+        assert (tmp_path / f).exists()
+    assert res.kept == round(0.2 * res.total)
+    assert run(cfg, tmp_path).to_dict() == json.loads((tmp_path / "result.json").read_text())  # finished: not rerun
+
+
+def test_sanity_checks_in_a_run(tmp_path, digits):
+    base = dict(model="mlp", dataset="digits", method="magnitude", density=0.3, model_options={"width": 16},
+                train=TrainConfig(epochs=1, optimizer="adam", lr=3e-3, weight_decay=0))
+    plain = run(RunConfig(**base), tmp_path / "plain", dataset=digits)
+    shuffled = run(RunConfig(**base, shuffle=True), tmp_path / "shuffle", dataset=digits)
+    assert shuffled.layer_density == plain.layer_density  # same per-layer counts, other positions
+    from sketchprune import Masks
+
+    a, b = Masks.load(tmp_path / "plain" / "masks.safetensors"), Masks.load(tmp_path / "shuffle" / "masks.safetensors")
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+    reinit = run(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
+    assert reinit.kept == plain.kept and reinit.hash != plain.hash

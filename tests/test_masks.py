@@ -1,5 +1,5 @@
-"""Masks: reports, exact zeros through optimizer steps (hooks only on the optimizers of masked
-parameters), optimizer state at pruned entries, files, torch.nn.utils.prune export."""
+"""Masks (masks.py): reports, exact zeros through optimizer steps (hooks only on the optimizers of masked
+parameters), handles that own what they added, optimizer state at pruned entries, files, torch.nn.utils.prune export."""
 
 import gc
 
@@ -8,14 +8,10 @@ import torch
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
-from sketchprune import Masks, SketchpruneError, select
+from sketchprune import Masks, SketchpruneError, prune, select
 from sketchprune import masks as masks_module
 from sketchprune.masks import zero_pruned_state
-
-
-def small_net(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3))
+from sketchprune.train import TrainConfig, train
 
 
 def random_masks(model, density=0.3, seed=0):
@@ -44,7 +40,7 @@ def test_density_reports():
     ],
     ids=["sgd-momentum-wd", "sgd-nesterov", "adam", "adamw", "rmsprop"],
 )
-def test_pruned_weights_stay_exactly_zero(make_opt):
+def test_pruned_weights_stay_exactly_zero(make_opt, small_net):
     model = small_net()
     masks = random_masks(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -64,7 +60,7 @@ def test_pruned_weights_stay_exactly_zero(make_opt):
     handle.remove()
 
 
-def test_the_fused_rezero_follows_masks_and_dtypes_that_change_after_steps():
+def test_the_fused_rezero_follows_masks_and_dtypes_that_change_after_steps(small_net):
     # rezero caches each optimizer's masked tensors: a mask added or removed, or a model cast to
     # another dtype after the optimizer has stepped, must still be what the next step enforces
     model = small_net()
@@ -113,7 +109,7 @@ def pruned_are_zero(model, masks):
 
 @pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
                                       lambda p: torch.optim.Adam(p, lr=1e-2)], ids=["sgd-momentum", "adam"])
-def test_an_optimizer_that_stepped_before_apply_keeps_exact_zeros(make_opt):
+def test_an_optimizer_that_stepped_before_apply_keeps_exact_zeros(make_opt, small_net):
     model = small_net()
     opt = make_opt(model.parameters())
     for _ in range(3):  # dense steps: momentum and moments are nonzero everywhere, then the masks come
@@ -128,7 +124,7 @@ def test_an_optimizer_that_stepped_before_apply_keeps_exact_zeros(make_opt):
     handle.remove()
 
 
-def test_only_optimizers_of_masked_parameters_rezero_and_no_hook_outlives_the_masks():
+def test_only_optimizers_of_masked_parameters_rezero_and_no_hook_outlives_the_masks(small_net):
     gc.collect()  # masks left applied by earlier tests to models now gone
     post = len(torch_optimizer._global_optimizer_post_hooks)
     masked, plain = small_net(0), small_net(1)
@@ -153,7 +149,7 @@ def test_only_optimizers_of_masked_parameters_rezero_and_no_hook_outlives_the_ma
 
 @pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
                                       lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True)], ids=["sgd", "amsgrad"])
-def test_zero_pruned_state_zeroes_the_state_at_pruned_entries_only(make_opt):
+def test_zero_pruned_state_zeroes_the_state_at_pruned_entries_only(make_opt, small_net):
     model = small_net()
     opt = make_opt(model.parameters())
     for _ in range(3):
@@ -175,7 +171,7 @@ def test_zero_pruned_state_zeroes_the_state_at_pruned_entries_only(make_opt):
     handle.remove()
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, small_net):
     model = small_net()
     masks = random_masks(model)
     path = masks.save(tmp_path / "m.safetensors", metadata={"method": "magnitude"})
@@ -185,7 +181,7 @@ def test_save_load_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_mismatched_model_errors():
+def test_mismatched_model_errors(small_net):
     masks = random_masks(small_net())
     other = nn.Sequential(nn.Linear(10, 21), nn.ReLU(), nn.Linear(21, 3))
     with pytest.raises(SketchpruneError, match="has shape"):
@@ -211,7 +207,7 @@ def test_corrupt_and_versioned_files(tmp_path):
         Masks.load(tmp_path / "missing.safetensors")
 
 
-def test_export_to_torch_prune():
+def test_export_to_torch_prune(small_net):
     model = small_net()
     masks = random_masks(model)
     dense = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -224,3 +220,68 @@ def test_export_to_torch_prune():
 def test_masks_need_bool_tensors():
     with pytest.raises(SketchpruneError, match="bool"):
         Masks({"a": torch.ones(3)})
+
+
+def sgd_steps(model, steps=3):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(8, 12)).tanh().sum().backward()
+        opt.step()
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_applying_the_same_masks_twice_then_removing_one_keeps_them(net):
+    model = net()
+    m = prune(model, "magnitude", 0.3)
+    h1, h2 = m.apply(model), m.apply(model)
+    p = model[0].weight
+    assert len(p._post_accumulate_grad_hooks) == 1  # hooks never pile up
+    h1.remove()
+    sgd_steps(model)
+    assert pruned_are_zero(model, m)
+    h1.remove()  # removing twice takes nothing more back
+    sgd_steps(model)
+    assert pruned_are_zero(model, m)
+    h2.remove()
+    sgd_steps(model)
+    assert not pruned_are_zero(model, m) and not p._post_accumulate_grad_hooks
+
+
+def test_two_masks_enforce_their_intersection_until_one_is_removed(net):
+    model = net()
+    a = prune(model, "magnitude", 0.5)
+    b = prune(model, "random", 0.5, seed=3)
+    ha, hb = a.apply(model), b.apply(model)
+    sgd_steps(model)
+    assert pruned_are_zero(model, a) and pruned_are_zero(model, b)
+    ha.remove()
+    sgd_steps(model)
+    assert pruned_are_zero(model, b)  # B is still enforced
+    hb.remove()
+
+
+def test_train_does_not_remove_the_callers_masks(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    m = prune(model, "magnitude", 0.2)
+    m.apply(model)
+    train(model, digits, TrainConfig(epochs=1, lr=0.05), masks=m)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(digits.train_x[:32]).sum().backward()
+        opt.step()
+    assert pruned_are_zero(model, m)
+
+
+def test_mask_files_errors_and_modes(tmp_path, net):
+    m = prune(net(), "magnitude", 0.5)
+    path = m.save(tmp_path / "masks.safetensors")
+    (tmp_path / "other.json").write_text("{}")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "other.json").stat().st_mode & 0o777
+    path.write_bytes(b"\x00" * 30)
+    with pytest.raises(SketchpruneError, match="corrupt"):
+        Masks.load_metadata(path)
+    with pytest.raises(SketchpruneError, match="does not exist"):
+        Masks.load_metadata(tmp_path / "missing.safetensors")

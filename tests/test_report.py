@@ -1,4 +1,4 @@
-"""Reports (report.py): summary and paired tables against hand computations, the figures and files, the page in a real browser."""
+"""Reports (report.py): tables against hand computations, the figures and files, the page in a real browser."""
 
 import csv
 import json

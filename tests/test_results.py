@@ -27,12 +27,6 @@ def a_result(**changes) -> Result:
     return Result(**{**values, **changes})
 
 
-def one_line_error(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg
-    return msg
-
-
 def test_a_result_round_trips_through_its_record_and_file(tmp_path):
     r = a_result()
     record = r.to_dict()
@@ -64,7 +58,7 @@ def test_records_from_before_diagnostics_and_costs_read_as_none():
     (lambda d: d.update(final_test_acc=None), "final_test_acc is None"),
     (lambda d: d.update(config=[1]), "config is [1]"),
 ])
-def test_a_damaged_record_is_a_one_line_error_naming_the_file(tmp_path, damage, says):
+def test_a_damaged_record_is_a_one_line_error_naming_the_file(tmp_path, damage, says, one_line_error):
     record = a_result().to_dict()
     damage(record)
     path = tmp_path / "run" / "result.json"
@@ -76,7 +70,7 @@ def test_a_damaged_record_is_a_one_line_error_naming_the_file(tmp_path, damage, 
     assert read_result(path) is None and status(path.parent) == "failed"
 
 
-def test_damaged_files_missing_files_and_the_folder_status(tmp_path):
+def test_damaged_files_missing_files_and_the_folder_status(tmp_path, one_line_error):
     path = tmp_path / "result.json"
     for text, says in (('{"config": ', "JSONDecodeError"), ("[1, 2]", "it holds list, not a JSON object")):
         path.write_text(text)

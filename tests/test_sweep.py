@@ -1,4 +1,4 @@
-"""Sweeps (sweep.py): files checked whole, skip/resume (SIGKILL included), failures recorded and retried, one sweep a folder."""
+"""Sweeps (sweep.py): files checked whole, skip and resume (SIGKILL included), failures recorded and retried."""
 
 import json
 import os

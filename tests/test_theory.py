@@ -1,4 +1,4 @@
-"""Theory lab (theory/, E1-E4, E6, E7): printed numbers equal the JSON, formulas vs Monte Carlo, the paper's claims, bad data in one line."""
+"""Theory lab (theory/, E1-E7): printed numbers equal the JSON, formulas vs Monte Carlo, claims, bad data."""
 
 import json
 from pathlib import Path

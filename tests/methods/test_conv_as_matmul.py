@@ -1,4 +1,4 @@
-"""The batch-1 float64 Conv2d-as-matmuls path (methods/_conv_as_matmul.py) equals the layer's own forward and gradients."""
+"""Conv2d as matrix products (methods/_conv_as_matmul.py): the layer's own forward and gradients, batch 1, float64."""
 
 import torch
 from hypothesis import assume, given, settings

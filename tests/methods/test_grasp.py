@@ -1,4 +1,4 @@
-"""GraSP (methods/grasp.py): the Hessian-gradient product against forward-over-reverse autograd, batching, signed maps."""
+"""GraSP (methods/grasp.py): the Hessian-gradient product against forward-over-reverse autograd, batches, signs."""
 
 import pytest
 import torch

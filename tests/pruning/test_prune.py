@@ -1,4 +1,4 @@
-"""prune() (pruning/__init__.py), the front door: exact counts, shuffle, the seed, the model left as it was, collapse, bad input."""
+"""prune() (pruning/__init__.py): exact counts, shuffle, the seed, the model left as it was, collapse, bad input."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""prune_units (pruning/units.py): whole units removed, exact counts, any registry or residual model, targets, rescaling."""
+"""prune_units (pruning/units.py): whole units removed, exact counts, any model, param and MAC targets, rescaling."""
 
 import warnings
 
