@@ -5,8 +5,10 @@ Each example starts from a valid call and replaces one argument with a random va
 argument's check is reached (a value refused earlier would hide a later argument's crash)."""
 
 import math
+import os
 import warnings
 
+import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -139,3 +141,90 @@ def test_sweep_files_of_random_shape(spec, tmp_path_factory):
     except yaml.YAMLError:
         return
     assert main(["sweep", str(path), "--out", str(folder / "out"), "--dry-run", "--json"]) in (0, 2)
+
+
+# ---- output paths: a file, under a file, read-only, a full disk (issue 23, T1) ---------------------------
+
+SMALL_RUN = ["--model", "mlp", "--dataset", "digits", "--model-options", "width=8", "--epochs", "1", "--density", "0.5"]
+OUT_COMMANDS = {
+    "prune": lambda d: ["prune", "--model", "mlp", "--dataset", "digits"],
+    "train": lambda d: ["train", *SMALL_RUN],
+    "sweep": lambda d: ["sweep", str(d / "s.yaml")],
+    "report": lambda d: ["report", str(d / "done")],
+    "theory": lambda d: ["theory", "sketch", "--trials", "2", "--budgets", "5", "--n", "20", "--cases", "heavy"],
+    "run": lambda d: ["run", "--methods", "magnitude", "--densities", "0.5", "--seeds", "0", "--epochs", "1",
+                      "--dataset", "digits", "--model", "mlp"],
+}
+
+
+@pytest.fixture(scope="module")
+def out_cases(tmp_path_factory):
+    """A folder with a sweep file, a finished run to report, and a plain file to aim --out at."""
+    d = tmp_path_factory.mktemp("out-cases")
+    (d / "s.yaml").write_text(yaml.safe_dump({"fixed": {"model": "mlp", "dataset": "digits",
+                                                        "model_options": {"width": 8}, "train.epochs": 1},
+                                              "grid": {"density": [0.5]}}))
+    assert main(["train", *SMALL_RUN, "--out", str(d / "done" / "run"), "--json"]) == 0
+    (d / "afile").write_text("not a folder")
+    return d
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_out_that_cannot_be_a_folder_is_one_line_before_any_work(command, where, out_cases, cli_error, capsys):
+    capsys.readouterr()
+    out = out_cases / "afile" if where == "a file" else out_cases / "afile" / "sub" / "dir"
+    assert main([*OUT_COMMANDS[command](out_cases), "--out", str(out)]) == 2
+    err = cli_error()
+    assert str(out) in err and ("is a file" in err or "sits under" in err)
+    assert (out_cases / "afile").read_text() == "not a folder"  # the file in the way is left as it was
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (os.access says so too)")
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+def test_out_in_a_read_only_folder_is_one_line(command, out_cases, tmp_path, cli_error, capsys):
+    capsys.readouterr()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main([*OUT_COMMANDS[command](out_cases), "--out", str(locked / "out")]) == 2
+        assert "not writable" in cli_error() and not (locked / "out").exists()
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["prune", "train", "theory", "report"])
+def test_a_full_disk_is_one_line_naming_the_file(command, out_cases, tmp_path, monkeypatch, cli_error, capsys):
+    import errno
+
+    from sketchprune import atomic
+
+    capsys.readouterr()
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what write() raises: no file name
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    out = tmp_path / "out"
+    assert main([*OUT_COMMANDS[command](out_cases), "--out", str(out)]) == 2
+    err = cli_error()
+    assert "no space left on device" in err and str(out) in err and "free disk space" in err
+    assert not [p for p in out.rglob("*.tmp")]  # the temporary file of the failed write is gone
+
+
+def test_torch_save_on_a_full_disk_reads_as_no_space(tmp_path, monkeypatch):
+    import errno
+
+    from sketchprune import atomic
+
+    monkeypatch.setattr(atomic, "_disk_full", lambda folder: True)
+    with pytest.raises(OSError) as e:
+        with atomic.atomic_path(tmp_path / "checkpoint.pt") as tmp:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 409792 vs 409680")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "checkpoint.pt")
+    monkeypatch.setattr(atomic, "_disk_full", lambda folder: False)
+    with pytest.raises(RuntimeError):  # a RuntimeError with room on the disk is not a full disk
+        with atomic.atomic_path(tmp_path / "checkpoint.pt") as tmp:
+            raise RuntimeError("something else")
+    assert not list(tmp_path.iterdir())

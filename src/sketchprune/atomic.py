@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -42,9 +43,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:  # a write error names the file it was writing (ENOSPC from write() names none)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+    except RuntimeError as e:  # torch.save reports a full disk as a RuntimeError of its stream writer
+        if _disk_full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _disk_full(folder: Path) -> bool:
+    """Less than 1 MiB free where ``folder`` is (a write that failed there ran out of space)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def create_json(path: str | os.PathLike, obj: Any) -> bool:

@@ -18,7 +18,7 @@ import typer
 from sketchprune import __version__
 from sketchprune import cli_flags
 from sketchprune.config import help_of
-from sketchprune.errors import SketchpruneError, one_line_warnings
+from sketchprune.errors import SketchpruneError, check, one_line_warnings
 from sketchprune.atomic import to_json, write_json
 from sketchprune.tables import format_table
 
@@ -58,6 +58,24 @@ def out_json_params(default_out: str) -> list[inspect.Parameter]:
     ]
 
 
+def out_folder(out: Path, flag: str = "--out") -> Path:
+    """``out`` as an output folder, refused in one line (exit 2) before any work when it cannot hold
+    files: it is a file, it sits under a file, or the nearest folder that exists is not writable."""
+    import os
+
+    out = Path(out)
+    check(not os.path.lexists(out) or out.is_dir(),
+          f"{flag} {out} is a file, not a folder; pass a folder (it is made when missing)")
+    above = out
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    check(not os.path.lexists(above) or above.is_dir(),
+          f"{flag} {out} sits under {above}, which is a file; pass a folder path")
+    check(not os.path.lexists(above) or os.access(above, os.W_OK | os.X_OK),
+          f"{flag} {out}: the folder {above} is not writable; pass an --out folder you can write")
+    return out
+
+
 def emit(result: dict[str, Any], as_json: bool, tables: list[tuple[str, list[dict], Optional[list[str]]]],
          files: dict[str, Path]) -> None:
     """Print ``result`` as JSON, or its tables followed by the files written."""
@@ -78,6 +96,7 @@ def theory_command(name: str, module: Any, cls: type, help: str, tables: Callabl
 
     @cli_flags.command(theory_app, name, cls, out_json_params(f"runs/theory-{name}"), help)
     def _cmd(config: Any, out: Path, as_json: bool) -> None:
+        out_folder(out)
         result = module.run(config)
         files = {"json": write_json(out / f"{name}.json", result), "plot": module.plot(result, out / f"{name}.png")}
         emit(result, as_json, tables(result), files)
@@ -194,6 +213,7 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
 
     from sketchprune import experiment
 
+    out_folder(out)
     data = experiment.load_data(cfg, data_root, download)
     model = experiment.build_model(cfg, data)
     if cfg.structure == "units":  # a smaller dense network: report its layers and costs
@@ -230,7 +250,7 @@ def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[
     from sketchprune.train import resolve_device
 
     resolve_device(device)  # a missing GPU is an error before any work
-    out = out if out is not None else Path("runs/train") / run_name(cfg)
+    out = out_folder(out if out is not None else Path("runs/train") / run_name(cfg))
     result = run(cfg, out, device=device, data_root=data_root, download=download, progress=not as_json)
     record = result.to_dict()
     keys = ["final_test_acc", "best_test_acc", "kept", "total", "density_actual", "wall_seconds"]
@@ -302,6 +322,7 @@ def run_cmd(
     from sketchprune import sweep as sw
     from sketchprune.report import build_report
 
+    out_folder(out)
     t0 = time.perf_counter()
     spec = sw.default_spec(dataset=dataset, model=model, methods=methods, densities=densities, seeds=seeds,
                            epochs=epochs, device=device)
@@ -354,7 +375,7 @@ def sweep_cmd(
     from sketchprune import sweep as sw
 
     spec = sw.load(config)
-    out = out or Path("runs") / config.stem
+    out = out_folder(out or Path("runs") / config.stem)
     rows = [{"hash": cm.config_hash(c), "status": sw.status(sw.folder(out, c), cm.config_hash(c)), "model": c.model,
              "dataset": c.dataset, "method": c.method, "mode": c.mode, "density": c.density, "seed": c.seed}
             for c in spec.runs]
@@ -383,7 +404,7 @@ def report_cmd(
     """Tables (CSV, Markdown), paper-style plots and an offline HTML page for every run under FOLDER."""
     from sketchprune.report import build_report
 
-    rep = build_report(folder, out, run)
+    rep = build_report(folder, out_folder(out if out is not None else Path(folder) / "report"), run)
     emit({"runs": rep["runs"], "rows": rep["summary"], "paired": rep["paired"]}, as_json,
          [("test accuracy (mean ± 95 % interval over seeds)", rep["summary"],
            ["setting", "method", "mode", "density", "mean", "ci95", "seeds"])],
@@ -406,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except typer.Exit as e:
             return e.exit_code
+        except OSError as e:  # the disk filled up, or a path cannot be written: one line naming it
+            typer.echo(f"error: {os_error_line(e, args)}", err=True)
+            return 2
         except typer.Abort:
             typer.echo("aborted", err=True)
             return 1
@@ -415,6 +439,34 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             raise
     return 0
+
+
+def os_error_line(e: OSError, args: list[str]) -> str:
+    """One line for an OSError of a command: the path (the error's own, else the command's --out),
+    what happened and what to do."""
+    import errno
+
+    where = e.filename or _flag_value(args, "--out") or "the output folder"
+    fixes = {errno.ENOSPC: "free disk space or pass an --out folder on another disk",
+             errno.EDQUOT: "free disk space (the quota is full) or pass another --out",
+             errno.EACCES: "check its permissions, or pass an --out folder you can write",
+             errno.EPERM: "check its permissions, or pass an --out folder you can write",
+             errno.EROFS: "the file system is read-only; pass an --out folder on a writable disk",
+             errno.ENOTDIR: "a file is in the way; pass another --out or remove the file",
+             errno.EEXIST: "a file is in the way; pass another --out or remove the file",
+             errno.EISDIR: "a folder is in the way; pass another --out or remove the folder"}
+    why = (e.strerror or type(e).__name__).lower()
+    return f"{where}: {why}; {fixes.get(e.errno, 'check the path (or pass another --out)')}"
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` in ``args`` (``--flag V`` or ``--flag=V``), or None."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def _check_repeated_flags(args: list[str]) -> None:
