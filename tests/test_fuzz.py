@@ -228,3 +228,34 @@ def test_torch_save_on_a_full_disk_reads_as_no_space(tmp_path, monkeypatch):
         with atomic.atomic_path(tmp_path / "checkpoint.pt") as tmp:
             raise RuntimeError("something else")
     assert not list(tmp_path.iterdir())
+
+
+# ---- theory at degenerate sizes: a valid result, never a division by zero (issue 23, T11) -----------------
+
+THEORY_EDGES = [
+    ("linear", ["--d", "1", "--draws", "2", "--steps", "2", "--ratios", "1", "--scales", "1"]),
+    ("linear", ["--d", "2", "--densities", "1", "--draws", "2", "--steps", "2", "--ratios", "1", "--scales", "1"]),
+    ("linear", ["--n", "2", "--d", "2", "--draws", "2", "--steps", "0", "--ratios", "0.01", "--scales", "1"]),
+    ("ntk", ["--n", "1", "--d", "1", "--width", "1", "--outputs", "1", "--trials", "2"]),
+    ("structured", ["--width", "2", "--budgets", "2", "--n", "1", "--d-in", "1", "--d-out", "1", "--trials", "2"]),
+    ("sketch", ["--m", "1", "--n", "1", "--p", "1", "--budgets", "1", "--trials", "2"]),
+    ("data", ["--d", "1", "--draws", "2", "--steps", "2"]),
+]
+
+
+@pytest.mark.parametrize("name, args", THEORY_EDGES)
+def test_theory_at_degenerate_sizes_gives_a_valid_result(name, args, tmp_path, capsys):
+    import json
+
+    assert main(["theory", name, *args, "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / f"{name}.json").read_text())["rows"] == result["rows"]
+    assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["rows"] and all(v is None or not isinstance(v, float) or not math.isnan(v)
+                                  for r in result["rows"] for v in r.values())
+    if "reading" in result:
+        assert "nan" not in result["reading"]["text"]
+    if name == "linear" and "--d" in args and args[args.index("--d") + 1] == "1":
+        # one feature: every mask keeps it, so every error is 0 and no ratio is defined
+        assert all(r["k"] == 1 and r["final_exact"] == 0 for r in result["rows"])
+        assert "n/a random's" in result["reading"]["text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,19 @@ def mc_summary(values: list[float] | Tensor) -> tuple[float, float]:
 def span(values: list[float], digits: int = 2, unit: str = "x") -> str:
     """'min to max' of a reading's ratios, e.g. '1.04x to 589.62x' ('n/a' when there are none)."""
     return f"{min(values):.{digits}f}{unit} to {max(values):.{digits}f}{unit}" if values else "n/a"
+
+
+def ratios(pairs: Iterable[tuple[float, float]]) -> list[float]:
+    """``a / b`` for each pair where the ratio says something: ``b > 0``. A cell where the reference
+    error is 0 (every mask keeps every term: a budget of all of them, or one term) compares nothing
+    and is left out, so a degenerate size is a valid result, never a division by zero."""
+    return [a / b for a, b in pairs if b > 0]
+
+
+def share(a: float, b: float) -> float:
+    """``a / b``, a relative error: 0 when ``b`` is 0 (then ``a``, an error of approximating a zero
+    quantity that is itself exact, is 0 too; inf if it is not)."""
+    return a / b if b else (0.0 if a == 0 else math.inf)
 
 
 def jaccard(a: Tensor, b: Tensor) -> float:

@@ -31,7 +31,7 @@ from sketchprune import sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
 from sketchprune.stats import sign_test
-from sketchprune.theory.common import CONTRIBUTIONS, load_table, mc_summary, span, synthetic_regression
+from sketchprune.theory.common import CONTRIBUTIONS, load_table, mc_summary, ratios, span, synthetic_regression
 
 RULES = ("optimal", "magnitude", "random")
 SWEEP_DRAWS = 10  # masks per sweep cell whose sparse model is trained
@@ -186,9 +186,10 @@ def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str
     holds = min(r["bound_holds"] for r in rows)
     within = sum(abs(r["final_mc"] - r["final_exact"]) <= r["final_ci99"] for r in rows)
     by = {(r["rule"], r["density"]): r for r in rows}
-    main = [by[("optimal", d)]["final_exact"] / by[("random", d)]["final_exact"] for (rule, d) in by if rule == "optimal"]
-    retrain = [by[("optimal", d)]["retrain_loss"] / by[("random", d)]["retrain_loss"] for (rule, d) in by
-               if rule == "optimal"]
+    main = ratios((by[("optimal", d)]["final_exact"], by[("random", d)]["final_exact"]) for (rule, d) in by
+                  if rule == "optimal")
+    retrain = ratios((by[("optimal", d)]["retrain_loss"], by[("random", d)]["retrain_loss"]) for (rule, d) in by
+                     if rule == "optimal")
     parts = [f"Claims (SPEC 3.3): the init mask's error at the end of training is given exactly by the sketch "
              f"formula, and the retrained sparse model stays under (||r_T|| + ||X w_T - X D w_T||)^2 on every "
              f"draw. The bound held on {holds:.0%} of the draws of every cell; Monte Carlo agreed with the "
@@ -198,7 +199,7 @@ def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str
     trained: dict[float, list[float]] = {}
     rescaled: dict[float, list[float]] = {}
     moved: dict[float, list[float]] = {}
-    if sweep:
+    if sweep:  # cells whose random baseline is exactly 0 compare nothing (see common.ratios)
         cell = {(r["n_over_d"], r["init_scale"], r["rule"], r["density"]): r for r in sweep}
         for (ratio, scale, rule, d), r in cell.items():
             base = cell[(ratio, scale, "random", d)]
@@ -216,6 +217,7 @@ def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str
                    "loses to" if sign_test(sum(x > 1 for x in v), len(v)) < 0.05 else "ties with"
                    for s, v in trained.items()}
         scales = sorted(trained)
+    if trained:
         first, last = _gmean(trained[scales[0]]), _gmean(trained[scales[-1]])
         trend = ("shrinks as the init grows" if last > first + 0.05 else "grows as the init grows"
                  if last < first - 0.05 else "is about the same at every init scale")
@@ -239,7 +241,11 @@ def reading(rows: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> dict[str
 def _gmean(v: list[float]) -> float:
     import math
 
-    return math.exp(sum(math.log(x) for x in v) / len(v)) if v else float("nan")
+    if not v:
+        return float("nan")
+    if min(v) <= 0:  # a zero ratio (an error of exactly 0) makes the geometric mean 0
+        return 0.0
+    return math.exp(sum(math.log(x) for x in v) / len(v))
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:

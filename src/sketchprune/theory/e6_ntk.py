@@ -20,7 +20,7 @@ from torch.func import functional_call, jacrev
 from sketchprune import select, sketch
 from sketchprune.config import Settings, setting
 from sketchprune.errors import check
-from sketchprune.theory.common import load_table, mc_summary, span
+from sketchprune.theory.common import load_table, mc_summary, ratios, share, span
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,13 @@ def run(cfg: NTKConfig = NTKConfig()) -> dict[str, Any]:
         keep = select(q, c / P)
         top_err = float(torch.linalg.matrix_norm(theta - (J * keep) @ J.T) ** 2)
         rows.append({"density": dens, "method": "topk", "budget": c, "mc_mean": top_err, "ci99": 0.0,
-                     "exact": top_err, "relative": top_err / norm2})
+                     "exact": top_err, "relative": share(top_err, norm2)})
         for name, probs in (("sampled", "optimal"), ("uniform", "uniform")):
             errs = [float(torch.linalg.matrix_norm(theta - sketch.matmul(J, J.T, c, probs=probs, generator=gen)) ** 2)
                     for _ in range(cfg.trials)]
             mean, half = mc_summary(errs)
             rows.append({"density": dens, "method": name, "budget": c, "mc_mean": mean, "ci99": half,
-                         "exact": sketch.expected_error(J, J.T, c, probs=probs), "relative": mean / norm2})
+                         "exact": sketch.expected_error(J, J.T, c, probs=probs), "relative": share(mean, norm2)})
     trace = float(torch.trace(theta))
     return {"experiment": "ntk", "config": asdict(cfg), "rows": rows, "parameters": P,
             "trace": trace, "frobenius2": norm2, "optimal_constant": trace**2 - norm2, "reading": reading(rows)}
@@ -88,8 +88,8 @@ def reading(rows: list[dict[str, Any]]) -> dict[str, Any]:
     within = sum(abs(r["mc_mean"] - r["exact"]) <= r["ci99"] for r in sampled)
     by = {(r["method"], r["density"]): r["mc_mean"] for r in rows}
     dens = sorted({r["density"] for r in rows})
-    top_vs = [by[("topk", d)] / by[("sampled", d)] for d in dens]
-    uni_vs = [by[("uniform", d)] / by[("sampled", d)] for d in dens]
+    top_vs = ratios((by[("topk", d)], by[("sampled", d)]) for d in dens)
+    uni_vs = ratios((by[("uniform", d)], by[("sampled", d)]) for d in dens)
     text = (f"Claim (SPEC 3.7): pruning parameters samples the Jacobian's columns, with the kernel error "
             f"(trace^2 - ||Theta||^2)/c for the optimal iid sampling. Monte Carlo agrees with the formula in "
             f"{within} of {len(sampled)} cells. Over densities {', '.join(f'{d:g}' for d in dens)}, top-k by column "
