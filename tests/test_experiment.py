@@ -82,3 +82,54 @@ def test_sanity_checks_in_a_run(tmp_path, digits):
     assert any(not torch.equal(a[n], b[n]) for n in a)
     reinit = run(RunConfig(**base, reinit=True), tmp_path / "reinit", dataset=digits)
     assert reinit.kept == plain.kept and reinit.hash != plain.hash
+
+
+def _cfg(**kw):
+    return make_config({"model": "mlp", "dataset": "digits", "model_options": {"width": 16}, "train.epochs": 2,
+                        "method": "magnitude", **kw})
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    from sketchprune import experiment
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    experiment.run(_cfg(density=0.5), a)
+    cfg = _cfg(density=0.1)
+    experiment._claim(b, cfg)
+    import shutil
+
+    shutil.copy(a / "checkpoint.pt", b / "checkpoint.pt")  # the same training settings and seed, another density
+    with pytest.raises(SketchpruneError, match="checkpoint .* is from another"):
+        experiment.run(cfg, b)
+
+
+def test_a_masks_file_naming_some_layers_is_refused(tmp_path):
+    from sketchprune import Masks, experiment
+
+    cfg = _cfg(density=0.5)
+    out = tmp_path / "r"
+    experiment._claim(out, cfg)
+    data = experiment.load_data(cfg)
+    masks = experiment.prune_model(cfg, experiment.build_model(cfg, data), data)
+    Masks({n: m for i, (n, m) in enumerate(masks.items()) if i > 0}).save(out / "masks.safetensors")
+    with pytest.raises(SketchpruneError, match="lacks 1 of the .* prunable tensors.*delete it"):
+        experiment.run(cfg, out)
+
+
+def test_of_two_claims_at_once_one_wins(tmp_path):
+    from sketchprune.atomic import create_json
+
+    assert create_json(tmp_path / "c.json", {"hash": "a"}) and not create_json(tmp_path / "c.json", {"hash": "b"})
+    assert json.loads((tmp_path / "c.json").read_text()) == {"hash": "a"}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]  # no temporary file left
+
+
+def test_a_run_held_by_another_process_is_refused(tmp_path):
+    from sketchprune import experiment
+    from sketchprune.atomic import hold_lock
+
+    cfg = _cfg()
+    experiment._claim(tmp_path, cfg)
+    with hold_lock(tmp_path / ".run.lock", "busy"):  # flock locks are per open file: a second open is refused
+        with pytest.raises(SketchpruneError, match="is running this run"):
+            experiment.run(cfg, tmp_path)

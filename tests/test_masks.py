@@ -285,3 +285,35 @@ def test_mask_files_errors_and_modes(tmp_path, net):
         Masks.load_metadata(path)
     with pytest.raises(SketchpruneError, match="does not exist"):
         Masks.load_metadata(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("make", [lambda p: torch.optim.Adam(p, lr=0.01, eps=0.0),
+                                  lambda p: torch.optim.AdamW(p, lr=0.01, eps=0.0),
+                                  lambda p: torch.optim.RMSprop(p, lr=0.01, eps=0.0),
+                                  lambda p: torch.optim.Adagrad(p, lr=0.01, eps=0.0),
+                                  lambda p: torch.optim.Adadelta(p, eps=0.0)])
+def test_exact_zeros_hold_with_an_eps_of_zero(make):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    masks = prune(model, "magnitude", 0.3)
+    handle = masks.apply(model)
+    opt = make(model.parameters())
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.randn(5, 6)), torch.randint(0, 3, (5,))).backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    for n, m in masks.items():
+        assert bool((params[n][~m] == 0).all()), n  # (kept entries with a zero gradient are 0/0 too: torch's own)
+    handle.remove()
+
+
+def test_apply_zeroes_a_non_finite_pruned_weight():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+        model[0].weight[0, 1] = float("inf")
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[0, :2] = False
+    Masks({"0.weight": keep}).apply(model).remove()
+    assert model[0].weight[0, 0] == 0 and model[0].weight[0, 1] == 0

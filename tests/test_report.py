@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sketchprune import SketchpruneError
 from sketchprune.cli import main
 from sketchprune.report import collapse_case, paired_differences, pivot_tables, summarize
 from sketchprune.results import collect
@@ -222,3 +223,57 @@ def test_report_tables_equal_results_and_files_are_valid(tmp_path, capsys, write
 def test_report_on_empty_folder_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+# ---- groups: runs that differ are never merged, and the page holds no markup from a result ----------
+
+def _run(hash_: str, method: str = "snip", mode: str = "topk", seed: int = 0, acc: float = 0.5, **settings):
+    from sketchprune.results import Result
+
+    config = {"model": "mlp", "dataset": "digits", "method": method, "mode": mode, "density": 0.1, "seed": seed,
+              "power": 1.0, "train": {"epochs": 1}, "method_options": {}, **settings}
+    return Result(config=config, hash=hash_, compression=10.0, final_test_acc=acc, best_test_acc=acc,
+                  final_train_loss=1.0, kept=10, total=100, density_actual=0.1, collapsed=[],
+                  layer_density={"0.weight": 0.1}, prune_seconds=0.0, wall_seconds=0.0)
+
+
+def test_runs_that_differ_in_any_setting_are_separate_groups():
+    from sketchprune.report import paired_differences, summarize
+
+    runs = [_run(f"p{p}s{s}", mode="sample", seed=s, power=float(p), acc=0.1 * p + 0.01 * s)
+            for p in (1, 8) for s in (0, 1)]
+    runs += [_run(f"t{s}", seed=s, acc=0.3 + 0.01 * s) for s in (0, 1)]
+    runs += [_run(f"g{t}s{s}", method="grasp", seed=s, acc=0.2, method_options={"grasp_temperature": t})
+             for t in (100, 200) for s in (0, 1)]
+    runs += [_run(f"e{e}s{s}", method="magnitude", seed=s, acc=0.2, train={"epochs": e}) for e in (1, 3) for s in (0, 1)]
+    rows = {(r["method"], r["mode"]): r for r in summarize(runs)}
+    assert rows[("snip power=1", "sample")]["mean"] == pytest.approx(0.105)
+    assert rows[("snip power=8", "sample")]["mean"] == pytest.approx(0.805)
+    assert rows[("snip", "topk")]["seeds"] == 2  # top-k: the partner of every power
+    assert {("grasp grasp_temperature=100", "topk"), ("grasp grasp_temperature=200", "topk"),
+            ("magnitude train.epochs=1", "topk"), ("magnitude train.epochs=3", "topk")} <= set(rows)
+    paired = {(r["method"], r["versus"]): r for r in paired_differences(runs)}
+    assert paired[("snip power=8", "sample - topk")]["diff"] == pytest.approx(0.5)
+    assert paired[("snip power=1", "sample - topk")]["diff"] == pytest.approx(-0.2)
+
+
+def test_two_runs_with_the_same_key_are_an_error_not_an_overwrite():
+    from sketchprune.report import summarize
+
+    with pytest.raises(SketchpruneError, match="runs a and b have the same setting, method, mode, density and seed"):
+        summarize([_run("a", acc=0.1), _run("b", acc=0.9)])
+
+
+def test_a_method_name_reaches_the_page_escaped(tmp_path):
+    from sketchprune.atomic import write_json
+    from sketchprune.report import build_report
+
+    evil = "<img src=x onerror=alert(1)>"
+    for i, r in enumerate([_run("a", method=evil), _run("b", method=evil, mode="sample"),
+                           _run("c", method="snip", density=1.0)]):
+        folder = tmp_path / "runs" / r.hash
+        write_json(folder / "result.json", r.to_dict())
+        write_json(folder / "config.json", {"hash": r.hash, **r.config})
+    build_report(tmp_path / "runs", tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert evil not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

@@ -207,3 +207,34 @@ def _alive(pid: int) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
     return state not in ("Z", "X")
+
+
+def test_the_sweep_lock_follows_no_link_and_truncates_no_other_file(tmp_path):
+    from sketchprune.sweep import _lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for make in (lambda p: p.symlink_to(victim), lambda p: os.link(victim, p)):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        make(out / ".sweep.lock")
+        with pytest.raises(SketchpruneError, match="cannot be opened as a lock|not a plain file of its own"):
+            with _lock(out):
+                pass
+        assert victim.read_text() == "precious"
+
+
+def test_a_result_of_another_run_in_a_run_folder_is_not_done(tmp_path):
+    from sketchprune import config as cfgmod
+    from sketchprune.experiment import make_config
+    from sketchprune.results import RESULT_FILE, status
+
+    cfg = make_config({"model": "mlp", "dataset": "digits", "method": "magnitude"})
+    other = make_config({"model": "mlp", "dataset": "digits", "method": "magnitude", "density": 0.5})
+    folder = tmp_path / "runs" / cfgmod.config_hash(cfg)
+    folder.mkdir(parents=True)
+    record = {"config": cfgmod.to_dict(other), "hash": cfgmod.config_hash(other), "compression": 2.0,
+              "final_test_acc": 0.5, "best_test_acc": 0.5, "final_train_loss": 1.0, "kept": 1, "total": 2,
+              "density_actual": 0.5, "collapsed": [], "layer_density": {}, "prune_seconds": 0.0, "wall_seconds": 0.0}
+    (folder / RESULT_FILE).write_text(json.dumps(record))
+    assert status(folder) == "done" and status(folder, cfgmod.config_hash(cfg)) == "failed"

@@ -279,3 +279,19 @@ def test_a_run_a_callback_made_dense_resumes_dense(digits, tmp_path):
     resumed, masks = fresh()
     train(resumed, digits, cfg, masks=masks, out=tmp_path / "part", callbacks=[Unmask()])
     assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"lr_schedule": "step", "lr_drops": (1,), "lr_gamma": -1.0}, "lr_gamma must be a positive number"),
+    ({"lr_gamma": float("nan")}, "lr_gamma must be"),
+    ({"lr_schedule": "step", "lr_drops": (5,), "epochs": 5}, "lr_drops must be epochs in 1..4"),
+    ({"lr_schedule": "step", "lr_drops": (-1,), "epochs": 5}, "lr_drops must be epochs in 1..4"),
+    ({"momentum": -1.0}, "momentum must be in"), ({"momentum": float("nan")}, "momentum must be in"),
+    ({"weight_decay": -1.0}, "weight_decay must be"), ({"weight_decay": float("nan")}, "weight_decay must be"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+])
+def test_training_settings_that_train_wrongly_are_refused_before_any_work(bad, message):
+    from sketchprune.config import build
+
+    with pytest.raises(SketchpruneError, match=message):
+        build(TrainConfig, bad)
