@@ -259,3 +259,43 @@ def test_theory_at_degenerate_sizes_gives_a_valid_result(name, args, tmp_path, c
         # one feature: every mask keeps it, so every error is 0 and no ratio is defined
         assert all(r["k"] == 1 and r["final_exact"] == 0 for r in result["rows"])
         assert "n/a random's" in result["reading"]["text"]
+
+
+# ---- mask files with damaged metadata; saving to a folder (issue 23, T5 and T12) --------------------------
+
+def _mask_file(path, metadata):
+    from sketchprune.atomic import write_safetensors
+
+    write_safetensors(path, {"w": torch.ones(2, 3, dtype=torch.bool)}, metadata)
+    return path
+
+
+@pytest.mark.parametrize("key, value", [("shapes", "not json {"), ("shapes", "[1, 2]"), ("shapes", '"w"'),
+                                        ("shapes", '{"w": [2, 3], "v": [1]}'), ("user", "{oops"),
+                                        ("user", "[1, 2]"), ("user", "3"), ("shapes", '{"w": "2x3"}')])
+def test_mask_file_with_damaged_metadata_is_one_line(key, value, tmp_path):
+    from sketchprune import Masks
+
+    meta = {"format": "sketchprune.masks", "format_version": "1", "shapes": '{"w": [2, 3]}', "user": "{}"}
+    path = _mask_file(tmp_path / "m.safetensors", {**meta, key: value})
+    with pytest.raises(SketchpruneError) as e:
+        Masks.load(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    if key == "user":
+        with pytest.raises(SketchpruneError):
+            Masks.load_metadata(path)
+    good = Masks.load(_mask_file(tmp_path / "ok.safetensors", meta))  # the same file undamaged loads exactly
+    assert good.counts() == {"w": (6, 6)} and good["w"].dtype == torch.bool and good.meta == {}
+
+
+def test_masks_save_to_a_folder_or_with_non_json_metadata_is_one_line(tmp_path):
+    from sketchprune import Masks
+
+    masks = Masks({"w": torch.tensor([True, False])}, meta={"method": "x"})
+    with pytest.raises(SketchpruneError, match="is a folder; pass the path of a file"):
+        masks.save(tmp_path)
+    with pytest.raises(SketchpruneError, match="metadata must be JSON"):
+        masks.save(tmp_path / "m.safetensors", metadata={"when": object()})
+    assert list(tmp_path.iterdir()) == []
+    back = Masks.load(masks.save(tmp_path / "m.safetensors"))
+    assert back.counts() == {"w": (1, 2)} and back.meta == {"method": "x"}

@@ -23,7 +23,8 @@ last handle is removed no hook of ours is left in the process.
 Each :class:`MaskHandle` owns exactly what its ``apply`` added: a parameter keeps the masks of
 all live handles and enforces their intersection, with one gradient hook however many there
 are; applying the same ``Masks`` twice adds nothing (a count), and ``remove()`` takes back only
-its own.
+its own. A deep copy of a masked model (``copy.deepcopy``) is masked as the original is at the
+time of the copy, for the copy's lifetime: its pruned weights stay exactly zero too.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class Masks(Mapping[str, Tensor]):
         """
         params = self._check_model(model)
         _watch_optimizers()
-        applied = []
+        applied, owners = [], []
         for name, m in self._masks.items():
             p = params[name]
             state = getattr(p, _STATE, None)
@@ -155,7 +156,10 @@ class Masks(Mapping[str, Tensor]):
             with torch.no_grad():  # by assignment: a NaN or inf at a pruned position becomes 0 too
                 p.masked_fill_(state.keep_for(p) == 0, 0)
             applied.append(p)
-        return MaskHandle(applied, self._token)
+            owner = model.get_submodule(name.rpartition(".")[0])
+            _KeepOnCopy.of(owner).add(p)
+            owners.append(owner)
+        return MaskHandle(applied, self._token, owners)
 
     def to_torch_prune(self, model: nn.Module) -> nn.Module:
         """Attach the masks with ``torch.nn.utils.prune.custom_from_mask`` (weight_orig + weight_mask)."""
@@ -172,11 +176,19 @@ class Masks(Mapping[str, Tensor]):
     def save(self, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
         """Write the masks atomically as safetensors, with format version and shapes in the header
         (the same masks and metadata give the same bytes)."""
+        path = Path(path)
+        check(not path.is_dir(), f"{path} is a folder; pass the path of a file, e.g. {path / 'masks.safetensors'}")
+        user = dict(self.meta if metadata is None else metadata)
+        try:
+            user_json = json.dumps(user)
+        except (TypeError, ValueError) as e:
+            raise SketchpruneError(f"masks metadata must be JSON (strings, numbers, lists, mappings): {e}; "
+                                   "convert the values before saving") from None
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "shapes": json.dumps({n: list(m.shape) for n, m in self._masks.items()}),
-            "user": json.dumps(dict(self.meta if metadata is None else metadata)),
+            "user": user_json,
         }
         return write_safetensors(path, self._masks, meta)
 
@@ -193,10 +205,12 @@ class Masks(Mapping[str, Tensor]):
             f"{path} has mask format version {version}, this sketchprune reads version {FORMAT_VERSION}; "
             "re-create the masks with this version",
         )
-        shapes = json.loads(meta.get("shapes", "{}"))
+        shapes = _json_object(meta, "shapes", path)
+        check(set(shapes) == set(tensors), f"mask file {path} is corrupt: its header lists other tensors than it "
+                                           "holds; write it again with Masks.save")
         for n, t in tensors.items():
             check(list(t.shape) == shapes.get(n), f"{path} is corrupt: shape of {n!r} disagrees with its header")
-        return cls(tensors, meta=json.loads(meta.get("user", "{}")))
+        return cls(tensors, meta=_json_object(meta, "user", path))
 
     @staticmethod
     def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -204,19 +218,90 @@ class Masks(Mapping[str, Tensor]):
         path = Path(path)
         check(path.is_file(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
         meta = read_safetensors(path, what="mask file", fix="write it again with Masks.save", tensors=False)[1]
-        try:
-            return json.loads(meta.get("user", "{}"))
-        except ValueError:
-            raise SketchpruneError(f"mask file {path} is corrupt (its metadata is not JSON); "
-                                   "write it again with Masks.save") from None
+        return _json_object(meta, "user", path)
+
+
+def _json_object(meta: Mapping[str, str], key: str, path: Path) -> dict[str, Any]:
+    """The JSON object under ``key`` of a mask file's metadata (``{}`` when absent); text that is not
+    JSON, or JSON that is not an object, is a one-line error naming the file."""
+    try:
+        value = json.loads(meta.get(key, "{}"))
+    except ValueError:
+        raise SketchpruneError(f"mask file {path} is corrupt (its {key} metadata is not JSON); "
+                               "write it again with Masks.save") from None
+    check(isinstance(value, dict), f"mask file {path} is corrupt (its {key} metadata is a {type(value).__name__}, "
+                                   "not a JSON object); write it again with Masks.save")
+    return value
+
+
+class _KeepOnCopy:
+    """Kept in each module that owns masked parameters, so that ``copy.deepcopy`` of the module (or of
+    any module above it) is masked as the original is at the time of the copy: each copied parameter
+    gets the masks its original has, enforced from then on for the copy's lifetime (removing the
+    original's handle does not reach the copy). Pickling a module (``torch.save(model)``) carries no
+    masks."""
+
+    ATTR = "_sketchprune_keep_masks"
+    __slots__ = ("params",)
+
+    def __init__(self) -> None:
+        self.params: list[nn.Parameter] = []
+
+    @classmethod
+    def of(cls, module: nn.Module) -> _KeepOnCopy:
+        keeper = module.__dict__.get(cls.ATTR)
+        if keeper is None:
+            keeper = cls()
+            object.__setattr__(module, cls.ATTR, keeper)
+        return keeper
+
+    def add(self, p: nn.Parameter) -> None:
+        if not any(q is p for q in self.params):
+            self.params.append(p)
+
+    def __deepcopy__(self, memo: dict) -> _KeepOnCopy:
+        import copy
+
+        new = _KeepOnCopy()
+        for p in self.params:
+            state = getattr(p, _STATE, None)
+            if state is None:
+                continue
+            q = copy.deepcopy(p, memo)  # the copy the module's copy holds (memo: one copy per parameter)
+            if getattr(q, _STATE, None) is None:
+                copied = _ParamMasks(q)
+                copied.masks = dict(state.masks)
+                setattr(q, _STATE, copied)
+                _LIVE[id(copied)] = copied
+                _changed()
+                _watch_optimizers()
+                with torch.no_grad():
+                    q.masked_fill_(copied.keep_for(q) == 0, 0)
+            new.params.append(q)
+        return new
+
+    def __reduce__(self) -> tuple:
+        return (_KeepOnCopy, ())
+
+    @classmethod
+    def forget(cls, modules: Iterator[nn.Module]) -> None:
+        """Drop unmasked parameters from the keepers of ``modules`` (and empty keepers)."""
+        for module in modules:
+            keeper = module.__dict__.get(cls.ATTR)
+            if keeper is None:
+                continue
+            keeper.params = [p for p in keeper.params if hasattr(p, _STATE)]
+            if not keeper.params:
+                del module.__dict__[cls.ATTR]
 
 
 class MaskHandle:
     """Returned by :meth:`Masks.apply`; ``remove()`` takes back that application (once)."""
 
-    def __init__(self, params: list[nn.Parameter], token: int) -> None:
+    def __init__(self, params: list[nn.Parameter], token: int, owners: list[nn.Module] | None = None) -> None:
         self._params = params
         self._token = token
+        self._owners = owners or []
 
     def remove(self) -> None:
         for p in self._params:
@@ -224,7 +309,8 @@ class MaskHandle:
             if state is not None and state.remove(self._token):
                 delattr(p, _STATE)
                 _LIVE.pop(id(state), None)
-        self._params = []
+        _KeepOnCopy.forget(iter(self._owners))
+        self._params, self._owners = [], []
         _unhook_unmasked()
 
 
