@@ -58,9 +58,9 @@ def weight_digests(method: str) -> dict[str, str]:
     spec = methods.get(method)
     out = {}
     for mode, scope, iterations, density in CASES:
-        if spec.kind != "score" and (mode != "topk" or scope != "global" or iterations or density != 0.2):
+        if not spec.runner.gives_scores and (mode != "topk" or scope != "global" or iterations or density != 0.2):
             continue
-        kw = {"trainer": _trainer()} if spec.kind == "train" else {}
+        kw = {"trainer": _trainer()} if spec.runner.needs_trainer else {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = prune(_model(), method, density, mode=mode, scope=scope, iterations=iterations, data=_data(), seed=3,
