@@ -49,3 +49,144 @@ def test_pickling_a_masked_model_carries_no_masks(tmp_path):
     masks.apply(model)
     back = pickle.loads(pickle.dumps(model[0].__dict__["_sketchprune_keep_masks"]))
     assert back.params == []
+
+
+# ---- model shapes the method wrapper names (T12) -----------------------------------------------------------
+
+X, Y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+FORWARD_METHODS = ["snip", "grasp", "synflow", "sketch", "px", "ntk", "ntk_sap", "prospr", "force"]
+
+
+class _Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def logits(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class ReturnsTuple(_Pair):
+    def forward(self, x):
+        out = self.logits(x)
+        return out, out.sum()
+
+
+class ReturnsDict(_Pair):
+    def forward(self, x):
+        return {"logits": self.logits(x)}
+
+
+class NeedsKeyword(_Pair):
+    def forward(self, x, *, scale):
+        return self.logits(x) * scale
+
+
+@pytest.mark.parametrize("method", FORWARD_METHODS)
+@pytest.mark.parametrize("model, says", [(ReturnsTuple, "returns a tuple, not a tensor"),
+                                         (ReturnsDict, "returns a dict, not a tensor"),
+                                         (NeedsKeyword, "needs more than the input (scale)")])
+def test_a_model_the_methods_cannot_call_is_named_in_one_line(method, model, says):
+    with pytest.raises(SketchpruneError) as e:
+        prune(model(), method, 0.5, data=[(X, Y)], input_shape=(6,))
+    assert says in str(e.value) and "wrap the model" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("model", [ReturnsTuple, ReturnsDict, NeedsKeyword])
+def test_methods_that_do_not_run_the_model_still_prune_it(model):
+    net = model()
+    masks = prune(net, "magnitude", 0.5)
+    assert masks.counts() == {"a.weight": masks.counts()["a.weight"], "b.weight": masks.counts()["b.weight"]}
+    assert sum(k for k, _ in masks.counts().values()) == 36  # half of 48 + 24
+    expected = torch.cat([net.a.weight.abs().flatten(), net.b.weight.abs().flatten()]).topk(36).values.min()
+    assert all(bool((getattr(net, n[0]).weight.abs()[m] >= expected).all()) for n, m in masks.items())
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "px"])
+def test_batchnorm_in_train_mode_on_one_sample_is_named(method):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(SketchpruneError, match="BatchNorm layer in training mode got a batch of one sample"):
+        prune(net, method, 0.5, data=[(X[:1], Y[:1])], train_mode=True)
+    masks = prune(net, method, 0.5, data=[(X[:2], Y[:2])], train_mode=True)  # two samples are enough
+    assert sum(k for k, _ in masks.counts().values()) == 36
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "snip", "synflow"])
+def test_weights_on_the_meta_device_are_refused(method):
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(SketchpruneError, match="meta device.*to_empty"):
+        prune(net, method, 0.5, data=[(X, Y)])
+
+
+def test_px_with_an_empty_batch_is_refused():
+    torch.manual_seed(0)
+    with pytest.raises(SketchpruneError, match="empty"):
+        prune(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), "px", 0.5, data=[(X[:0], Y[:0])])
+
+
+def test_a_bug_in_a_method_is_not_dressed_as_bad_input(scratch_registry):
+    from sketchprune.methods import registry
+
+    @registry.register("buggy_for_test", description="raises a TypeError of its own")
+    def buggy(ctx):
+        return None + 1
+
+    with pytest.raises(TypeError, match="unsupported operand"):
+        prune(nn.Sequential(nn.Linear(6, 3)), "buggy_for_test", 0.5)
+
+
+def test_sparse_on_float16_keeps_dense_what_has_no_csr_product():
+    from sketchprune.export import SparseLinear, sparse
+
+    net, masks = _masked_mlp()
+    half = copy.deepcopy(net).half()
+    x = torch.randn(4, 6).half()
+    fast = sparse(half, masks, example=x)
+    assert not any(isinstance(m, SparseLinear) for m in fast.modules()) or x.is_cuda
+    masked = copy.deepcopy(half)
+    masks.apply(masked).remove()
+    assert torch.equal(fast(x), masked(x)) and fast(x).dtype == torch.float16
+    if not torch.cuda.is_available():
+        with pytest.raises(SketchpruneError, match="has no CSR sparse product here"):
+            sparse(half, masks, measure=False)
+    assert isinstance(sparse(net, masks, measure=False)[0], SparseLinear)  # float32 still goes sparse
+
+
+def test_project_nm_on_another_model_is_refused():
+    from sketchprune.nm import project_nm
+
+    net, masks = _masked_mlp()
+    torch.manual_seed(1)
+    with pytest.raises(SketchpruneError, match="has shape .* but the parameter has"):
+        project_nm(masks, nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 2, 4)
+    with pytest.raises(SketchpruneError, match="names no parameter of this model"):
+        project_nm(masks, nn.Sequential(nn.Identity(), nn.Linear(6, 8)), 2, 4)
+    projected = project_nm(masks, net, 1, 2)
+    assert all(int(m.reshape(m.shape[0], -1, 2).sum(-1).max()) <= 1 for m in projected.values())
+
+
+def test_prune_units_on_a_model_with_an_embedding_is_refused():
+    from sketchprune import prune_units
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.hidden, self.out = nn.Embedding(20, 8), nn.Linear(8, 16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.hidden(self.emb(x)))).mean(1)
+
+    tokens = torch.randint(0, 20, (4, 5))
+    for method in ("sketch", "l1", "random", "synflow"):
+        with pytest.raises(SketchpruneError, match="Embedding .*prune its weights with prune"):
+            prune_units(Tokens(), method, 0.5, data=[(tokens, torch.zeros(4, dtype=torch.long))])
+
+
+def test_prune_units_on_inputs_that_do_not_fit_is_one_line():
+    from sketchprune import prune_units
+
+    with pytest.raises(SketchpruneError, match=r"could not run the model on inputs of shape \(5,\)"):
+        prune_units(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), "l1", 0.5, input_shape=(5,))

@@ -4,7 +4,8 @@
 * :func:`sparse` copies a model whose Linear layers run as CSR sparse products (``torch.sparse``)
   where that is measured faster on the example batch (by default; the measure is a few timed
   calls per layer), and stay dense elsewhere: at 10 % density a CSR product is slower than a
-  dense one on the CPU (``benchmarks/bench_speed.py``).
+  dense one on the CPU (``benchmarks/bench_speed.py``). A layer whose dtype has no CSR product
+  on its device (float16 on the CPU) stays dense when measured, and is an error without measuring.
 """
 
 from __future__ import annotations
@@ -57,11 +58,26 @@ def sparse(model: nn.Module, masks: Masks, *, example: Tensor | None = None, mea
         if not isinstance(m, nn.Linear) or f"{name}.weight" not in masks:
             continue
         candidate = SparseLinear(m.weight, m.bias)
+        if not _runs(candidate, m):  # no CSR product for this dtype on this device (fp16 on the CPU)
+            check(measure, f"{name} ({m.weight.dtype} on {m.weight.device}) has no CSR sparse product here; "
+                           "convert the model (model.float()), run it on CUDA, or pass measure=True to keep such "
+                           "layers dense")
+            continue
         if measure and _best_of(m, inputs[name], repeats) <= _best_of(candidate, inputs[name], repeats):
             continue
         parent, _, attr = name.rpartition(".")
         setattr(net.get_submodule(parent) if parent else net, attr, candidate)
     return net
+
+
+@torch.no_grad()
+def _runs(candidate: SparseLinear, layer: nn.Linear) -> bool:
+    """Whether ``candidate`` can run at all (torch has no CSR product for some dtypes and devices)."""
+    try:
+        candidate(torch.zeros(1, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device))
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 @torch.no_grad()

@@ -32,8 +32,9 @@ def nm_mask(scores: Tensor, n: int = 2, m: int = 4, keep: Tensor | None = None) 
 
 
 def project_nm(masks: Masks, model: nn.Module, n: int = 2, m: int = 4) -> Masks:
-    """``masks`` projected onto the ``n:m`` pattern (largest kept magnitudes of ``model`` first)."""
-    params = dict(model.named_parameters())
+    """``masks`` projected onto the ``n:m`` pattern (largest kept magnitudes of ``model`` first);
+    masks made for another model are a one-line error."""
+    params = masks._check_model(model)
     out = Masks({name: nm_mask(params[name].detach().abs().cpu(), n, m, keep) for name, keep in masks.items()},
                 meta={**masks.meta, "nm": f"{n}:{m}"})
     out.start_state = masks.start_state

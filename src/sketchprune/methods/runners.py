@@ -117,15 +117,61 @@ RUNNERS: dict[str, Runner] = {r.kind: r for r in (ScoreRounds(), BuiltMask(), Tr
 
 
 def call(ctx: Context) -> Any:
-    """Run the method; the model failing on its inputs (shapes, labels) is a one-line error (the
+    """Run the method; the model failing on its inputs is a one-line error that says why when the
+    cause is known (weights on the meta device, an output that is not a tensor, a forward that needs
+    more than the input, BatchNorm in train mode on one sample) and otherwise names the shapes (the
     original exception stays chained to it)."""
+    name = ctx.method.name
+    check(not any(p.is_meta for p in ctx.params.values()),
+          f"method {name!r} cannot prune a model whose weights are on the meta device (they hold no values); "
+          "materialize them first, e.g. model.to_empty(device='cpu') and initialize them")
+    returned: list[str] = []  # the kind of output the model's forward gave, when it was not a tensor
+
+    def note_output(module: nn.Module, args: Any, output: Any) -> None:
+        if not isinstance(output, Tensor) and not returned:
+            returned.append(type(output).__name__)
+
+    hook = ctx.model.register_forward_hook(note_output)
     try:
         return ctx.method.fn(ctx)  # type: ignore[misc]
-    except (RuntimeError, IndexError) as e:
+    except SketchpruneError:
+        raise  # the method's own one-line error
+    except (RuntimeError, IndexError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
+        why = _known_cause(ctx, e, returned)
+        if why is None and isinstance(e, (TypeError, AttributeError)):
+            raise  # not the model's inputs: a bug to see whole
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         shape = f" with input shape {ctx.input_shape}" if ctx.input_shape else ""
-        raise SketchpruneError(f"method {ctx.method.name!r} failed{shape}: {type(e).__name__}: {first}; check that "
-                               "the data or input_shape fit the model") from e
+        raise SketchpruneError(why or f"method {name!r} failed{shape}: {type(e).__name__}: {first}; check that "
+                                      "the data or input_shape fit the model") from e
+    finally:
+        hook.remove()
+
+
+def _known_cause(ctx: Context, error: Exception, returned: list[str]) -> str | None:
+    """The message for a failure whose cause is known, or None."""
+    import inspect
+
+    name = ctx.method.name
+    if returned:
+        return (f"the model's forward returns a {returned[0]}, not a tensor; method {name!r} needs forward(x) to "
+                "return the output tensor (the logits): wrap the model in a module whose forward returns it "
+                "(e.g. model(x)[0] or model(x)['logits'])")
+    if isinstance(error, TypeError):
+        try:
+            params = list(inspect.signature(ctx.model.forward).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        needed = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                  p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if len(needed) > 1:
+            return (f"the model's forward needs more than the input ({', '.join(needed[1:])}); method {name!r} calls "
+                    "model(x): give those arguments defaults, or wrap the model in a module whose forward(x) "
+                    "supplies them")
+    if isinstance(error, ValueError) and "more than 1 value per channel" in str(error):
+        return (f"a BatchNorm layer in training mode got a batch of one sample (method {name!r}, train_mode=True); "
+                "give batches of 2 or more samples, or leave train_mode off")
+    return None
 
 
 def _checked_masks(ctx: Context, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:

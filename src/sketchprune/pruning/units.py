@@ -63,6 +63,9 @@ def prune_units(model: nn.Module, method: str, keep: float, *, mode: str = "topk
     if input_shape is None:
         input_shape = tuple(batches[0][0].shape[1:]) if batches else input_shape_of(model)
     check(input_shape is not None, "prune_units needs the input shape: pass data or input_shape=(C, H, W)")
+    embedding = next((n for n, m in model.named_modules() if isinstance(m, nn.Embedding)), None)
+    check(embedding is None, f"prune_units cannot remove units of a model with an Embedding ({embedding!r}: its "
+                             "inputs are token indices, not features); prune its weights with prune() instead")
     net = copy.deepcopy(model).eval()
     device = next(net.parameters()).device
     example = torch.zeros((1, *input_shape), device=device)
@@ -161,8 +164,13 @@ def _remove_units(graph, groups, kept: list[Tensor], modules: dict[nn.Module, nn
 def _output_layers(net: nn.Module, example: Tensor) -> list[nn.Module]:
     """The Linear/Conv layers run last in the forward (whose units are the network's outputs)."""
     order: list[nn.Module] = []
-    with forward_hooks(weight_layers(net), lambda m, i, o: order.append(m)), torch.no_grad():
-        net(example)
+    try:
+        with forward_hooks(weight_layers(net), lambda m, i, o: order.append(m)), torch.no_grad():
+            net(example)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SketchpruneError(f"prune_units could not run the model on inputs of shape {tuple(example.shape[1:])}: "
+                               f"{type(e).__name__}: {first}; pass data or input_shape that fit the model") from e
     check(bool(order), "the model has no Linear/Conv layer to prune")
     return [order[-1]]
 
