@@ -47,6 +47,7 @@ from sketchprune import seeding
 from sketchprune.config import Settings, config_hash, setting
 from sketchprune.data import Dataset
 from sketchprune.errors import SketchpruneError, check
+from sketchprune.losses import task_loss
 from sketchprune.masks import MaskHandle, Masks, zero_pruned_state
 from sketchprune.atomic import atomic_path, write_text
 
@@ -130,10 +131,18 @@ def augment(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy, top-1 accuracy) of ``model`` on ``(x, y)``, in eval mode."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000,
+             task: str = "classification") -> tuple[float, float]:
+    """(mean loss, metric) of ``model`` on ``(x, y)``, in eval mode: (cross-entropy, top-1 accuracy)
+    for classification, (mean squared error, the same MSE) for ``task="regression"``."""
     was = model.training
     model.eval()
+    if task == "regression":
+        sq = sum(float(F.mse_loss(model(x[i:i + batch_size]), y[i:i + batch_size], reduction="sum"))
+                 for i in range(0, len(y), batch_size))
+        model.train(was)
+        mse = sq / y.numel()
+        return mse, mse
     loss, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
         out = model(x[i:i + batch_size])
@@ -293,7 +302,11 @@ class Progress(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(acc=f"{state.history[-1]['test_acc']:.3f}")
+        row = state.history[-1]
+        if "test_mse" in row:
+            self.bar.set_postfix(mse=f"{row['test_mse']:.3g}")
+        else:
+            self.bar.set_postfix(acc=f"{row['test_acc']:.3f}")
 
     def on_end(self, state: TrainState) -> None:
         if self.bar is not None:
@@ -370,7 +383,9 @@ def train(
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (pruned weights kept at exactly zero), with checkpoints in ``out``.
 
-    Returns final and best test accuracy, losses and wall time. ``stop_after`` ends after that
+    Returns final and best test accuracy, losses and wall time (a regression data set,
+    ``data.task == "regression"``, trains on the mean squared error and returns the final and best
+    test MSE instead; its accuracies are None). ``stop_after`` ends after that
     many epochs in this call (the checkpoint lets a later call resume). ``seed`` fixes the batch
     order and augmentation (a stream apart from the one that initialized the model). Masks
     applied by the caller stay applied; ``masks`` is applied for the training only. With
@@ -414,15 +429,19 @@ def train(
             state._handle.remove()
     history = state.history
     final = history[-1] if history else {}
-    return {
+    out = {
         "epochs_done": len(history),
         "final_test_acc": final.get("test_acc"),
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "best_test_acc": max((h["test_acc"] for h in history if "test_acc" in h), default=None),
         "final_train_loss": final.get("train_loss"),
         "wall_seconds": time.perf_counter() - t0,
         "history": history,
         "snapshot": snapshot.snapshot if snapshot is not None else None,
     }
+    if data.task == "regression":  # the metric is the test MSE (lower is better)
+        out["final_test_mse"] = final.get("test_mse")
+        out["best_test_mse"] = min((h["test_mse"] for h in history), default=None)
+    return out
 
 
 def _loop(state: TrainState, end: int, events: _Events) -> None:
@@ -434,6 +453,8 @@ def _loop(state: TrainState, end: int, events: _Events) -> None:
     model, opt, data, cfg, gen = state.model, state.optimizer, state.data, state.config, state.generator
     dev = state.device
     n = len(data.train_y)
+    regression = data.task == "regression"
+    loss_of = (lambda out, y: task_loss(out, y, task="regression")) if regression else F.cross_entropy
     try:
         for f in events.on_start:
             f(state)
@@ -452,7 +473,7 @@ def _loop(state: TrainState, end: int, events: _Events) -> None:
                 state.batch = (x, y)
                 for f in events.on_step_start:
                     f(state)
-                loss = F.cross_entropy(model(x), y)
+                loss = loss_of(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -464,9 +485,10 @@ def _loop(state: TrainState, end: int, events: _Events) -> None:
             train_loss = float(total) / n
             if not math.isfinite(train_loss):
                 raise SketchpruneError(f"training loss became {train_loss} in epoch {epoch + 1}; lower --lr")
-            test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+            test_loss, test_metric = evaluate(model, data.test_x, data.test_y, task=data.task)
             state.history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_loss": test_loss,
-                                  "test_acc": test_acc, "lr": opt.param_groups[0]["lr"]})
+                                  "test_mse" if regression else "test_acc": test_metric,
+                                  "lr": opt.param_groups[0]["lr"]})
             for f in events.on_epoch_end:
                 f(state)
     finally:

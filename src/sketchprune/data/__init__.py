@@ -25,7 +25,9 @@ from sketchprune.errors import SketchpruneError, check
 
 @dataclass
 class Dataset:
-    """Train/test tensors with their shape facts. ``x`` are float32, ``y`` int64 class labels."""
+    """Train/test tensors with their shape facts. ``x`` are float32; ``y`` int64 class labels, or
+    for ``task="regression"`` float32 targets of shape ``(n, outputs)`` (then ``num_classes`` is the
+    number of outputs). The task names the loss (:mod:`sketchprune.losses`) and the metric."""
 
     name: str
     train_x: Tensor
@@ -34,6 +36,16 @@ class Dataset:
     test_y: Tensor
     num_classes: int
     image: bool = False  # batch-level crop/flip augmentation applies
+    task: str = "classification"  # or "regression": mean squared error instead of cross-entropy
+
+    def __post_init__(self) -> None:
+        check(self.task in ("classification", "regression"),
+              f"dataset {self.name}: task must be classification or regression, got {self.task!r}")
+        floats = self.train_y.is_floating_point() and self.test_y.is_floating_point()
+        labels = not self.train_y.is_floating_point() and not self.test_y.is_floating_point()
+        check(floats if self.task == "regression" else labels,
+              f"dataset {self.name}: a {self.task} data set needs "
+              f"{'float targets' if self.task == 'regression' else 'integer class labels'} in train_y and test_y")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -41,7 +53,7 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(self.name, self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
-                       self.test_y.to(device), self.num_classes, self.image)
+                       self.test_y.to(device), self.num_classes, self.image, self.task)
 
 
 def default_root() -> Path:

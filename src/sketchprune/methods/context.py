@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError
+from sketchprune.losses import task_loss
 from sketchprune.methods.registry import Method, needs_data
 
 Scores = dict[str, Tensor]
@@ -94,8 +94,10 @@ class Context:
     def loss_grads(self, loss: Callable[[Tensor, Tensor], Tensor] | None = None,
                    batches: list[tuple[Tensor, Tensor]] | None = None) -> Scores:
         """Gradient of the loss summed over ``batches`` (default: all) w.r.t. the prunable parameters
-        (fresh tensors; ``.grad`` is left cleared). The loss defaults to summed cross-entropy."""
-        loss = loss or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
+        (fresh tensors; ``.grad`` is left cleared). The loss defaults to the data's loss, summed
+        (:func:`sketchprune.losses.task_loss`: cross-entropy on class labels, squared error on float
+        regression targets)."""
+        loss = loss or (lambda out, y: task_loss(out, y, reduction="sum"))
         params = list(self.params.values())
         clear_grads(params)
         for x, y in batches if batches is not None else self.batches():

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sketchprune.config import setting
 from sketchprune.errors import check
+from sketchprune.losses import task_loss
 from sketchprune.methods.context import Context, Scores, clear_grads, grad_or_zeros
 from sketchprune.methods.registry import register
 
@@ -43,8 +43,8 @@ def grasp(ctx: Context) -> Scores:
         c = opts.grasp_chunk
         batches = [(xc, yc) for x, y in batches for xc, yc in zip(x.split(c), y.split(c))]
 
-    def loss(x: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(ctx.model(x) / opts.grasp_temperature, y, reduction="sum")
+    def loss(x: Tensor, y: Tensor) -> Tensor:  # the data's loss; regression too at T, as PlantNSeek's GraSP
+        return task_loss(ctx.model(x) / opts.grasp_temperature, y, reduction="sum")
 
     def add_hessian_times_g(x: Tensor, y: Tensor, g: list[Tensor] | None) -> list[Tensor]:
         """``.grad += d(g . grad_b)/dtheta`` for batch b; ``g=None``: g is this batch's gradient

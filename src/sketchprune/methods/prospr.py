@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from sketchprune.config import setting
 from sketchprune.errors import check
+from sketchprune.losses import task_loss
 from sketchprune.methods.context import Context, Scores
 from sketchprune.methods.registry import register
 
@@ -58,7 +58,7 @@ def prospr(ctx: Context) -> Scores:
 
     for t in range(o.prospr_steps):
         x, y = batch(t)
-        loss = F.cross_entropy(functional_call(model, fast, (x,)), y)
+        loss = task_loss(functional_call(model, fast, (x,)), y)
         grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=True, allow_unused=True)
         for n, g in zip(names, grads):
             if g is None:
@@ -67,7 +67,7 @@ def prospr(ctx: Context) -> Scores:
                 g = velocity[n] = g if n not in velocity else velocity[n] * o.prospr_momentum + g
             fast[n] = fast[n] - o.prospr_lr * g
     x, y = batch(o.prospr_steps)
-    meta = F.cross_entropy(functional_call(model, fast, (x,)), y)
+    meta = task_loss(functional_call(model, fast, (x,)), y)
     grads = torch.autograd.grad(meta, [masks[n] for n in ctx.params], allow_unused=True)
     return {n: g.abs() if g is not None else torch.zeros_like(masks[n])
             for n, g in zip(ctx.params, grads)}

@@ -117,9 +117,12 @@ def px(ctx: Context) -> Scores:
 
 
 def balanced_inputs(batches: list[tuple[Tensor, Tensor]], per_class: int) -> Tensor:
-    """The first ``per_class`` inputs of every class in the batches (fewer where a class has fewer)."""
+    """The first ``per_class`` inputs of every class in the batches (fewer where a class has fewer);
+    with regression targets (float, no classes) every input given."""
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
+    if y.is_floating_point():
+        return x
     keep = torch.cat([torch.nonzero(y == c).squeeze(1)[:per_class] for c in torch.unique(y)])
     return x[keep.sort().values]
 

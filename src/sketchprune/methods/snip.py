@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sketchprune.config import setting
+from sketchprune.errors import check
 from sketchprune.methods.context import Context, Scores
 from sketchprune.methods.registry import register
 
@@ -70,8 +71,12 @@ def force(ctx: Context) -> Scores:
 
 
 def _round_grads(ctx: Context, loss: str) -> Scores:
-    """Gradients of the loss on this round's batch (round ``r`` takes batch ``r``, cycling)."""
+    """Gradients of the loss on this round's batch (round ``r`` takes batch ``r``, cycling);
+    ``cross_entropy`` is the data's loss (squared error on float regression targets)."""
     batches = ctx.batches()
+    check(loss != "nll_logits" or not batches[0][1].is_floating_point(),
+          f"{ctx.method.name}: nll_logits needs class labels; the data are regression targets: use cross_entropy "
+          "(the data's loss, here squared error)")
     return ctx.loss_grads(_nll_logits if loss == "nll_logits" else None, [batches[ctx.round % len(batches)]])
 
 

@@ -8,10 +8,10 @@ FLOP removed", so cheap units with the same saliency are kept first.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sketchprune.costs import _layer_macs
+from sketchprune.losses import task_loss
 from sketchprune.methods.context import UnitContext
 from sketchprune.methods.registry import register_units
 from sketchprune.unit_groups import gate_saliency, reduce
@@ -24,7 +24,7 @@ def three_sp_units(ctx: UnitContext) -> list[Tensor]:
     """Gate saliency of each unit on the data, per MAC of the unit."""
     batches = ctx.batches()
     scores = gate_saliency(ctx.net, ctx.groups,
-                           lambda work: (F.cross_entropy(work(x), y, reduction="sum") for x, y in batches))
+                           lambda work: (task_loss(work(x), y, reduction="sum") for x, y in batches))
     example = torch.zeros((1, *ctx.input_shape), device=ctx.device)
     macs = _layer_macs(ctx.net, example, per_module=True)
     for g, s in zip(ctx.groups, scores):
