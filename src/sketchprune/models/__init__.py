@@ -19,6 +19,7 @@ from sketchprune.models import convnets, linear, resnets, vgg
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": convnets.mlp,
     "conv": convnets.small_conv,
+    "lenet5": convnets.lenet5,
     "conv1d": convnets.conv1d,
     "deep-linear": linear.deep_linear,
     "resnet18": resnets.resnet18,

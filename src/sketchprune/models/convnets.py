@@ -1,4 +1,4 @@
-"""Small models for quick runs: an MLP, a small 2-D conv net and a 1-D conv net (MNIST-1D)."""
+"""Small models for quick runs: an MLP, a small 2-D conv net, LeNet-5 and a 1-D conv net (MNIST-1D)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,18 @@ def conv1d(*, num_classes: int = 10, input_shape: tuple[int, ...] = (40,), width
         nn.Flatten(), nn.Linear(width * math.ceil(length / 8), num_classes),
     ]
     return nn.Sequential(*layers)
+
+
+def lenet5(*, num_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28), width: int = 1) -> nn.Module:
+    """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling: conv 5x5 (6 maps) - pool - conv 5x5
+    (16 maps) - pool - fully connected 120 - 84 - classes; ``width`` multiplies every layer."""
+    c, h, w = input_shape
+    side_h, side_w = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2  # two valid 5x5 convolutions, each pooled
+    if min(side_h, side_w) < 1:
+        raise TypeError(f"lenet5 needs inputs of at least 16x16, got {h}x{w}")
+    return nn.Sequential(
+        nn.Conv2d(c, 6 * width, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6 * width, 16 * width, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * width * side_h * side_w, 120 * width), nn.ReLU(),
+        nn.Linear(120 * width, 84 * width), nn.ReLU(), nn.Linear(84 * width, num_classes),
+    )
