@@ -190,3 +190,144 @@ def test_prune_units_on_inputs_that_do_not_fit_is_one_line():
 
     with pytest.raises(SketchpruneError, match=r"could not run the model on inputs of shape \(5,\)"):
         prune_units(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), "l1", 0.5, input_shape=(5,))
+
+
+# ---- sweeps, run and report (T7, T10, papercuts) -----------------------------------------------------------
+
+import json  # noqa: E402
+
+import yaml  # noqa: E402
+
+from sketchprune.cli import main  # noqa: E402
+
+FIXED = {"model": "mlp", "dataset": "digits", "model_options": {"width": 8}, "train.epochs": 1}
+
+
+def _sweep_file(folder, **spec):
+    path = folder / "s.yaml"
+    path.write_text(yaml.safe_dump({"fixed": FIXED, **spec}))
+    return path
+
+
+def _only_run_folder(out):
+    (d,) = (out / "runs").iterdir()
+    return d
+
+
+def test_retry_failed_on_a_linked_run_folder_removes_the_link_not_its_target(tmp_path, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5]}), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    d = _only_run_folder(out)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "error.json").write_text('{"error": "x"}')
+    (target / "keep.txt").write_text("precious")
+    import shutil
+
+    shutil.rmtree(d)
+    d.symlink_to(target, target_is_directory=True)
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 1  # failed earlier: not done
+    assert main(["sweep", str(path), "--out", str(out), "--retry-failed", "--json"]) == 0
+    assert not d.is_symlink() and (d / "result.json").is_file()
+    assert sorted(p.name for p in target.iterdir()) == ["error.json", "keep.txt"]  # the link's target untouched
+
+
+def test_retry_failed_never_deletes_through_a_linked_parent_outside_the_sweep(tmp_path, cli_error, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5]}), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    outside = tmp_path / "outside"
+    (out / "runs").rename(outside)
+    (out / "runs").symlink_to(outside, target_is_directory=True)
+    (run,) = outside.iterdir()
+    (run / "result.json").write_text("damaged")
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--out", str(out), "--retry-failed"]) == 2
+    assert "does not follow links out of the sweep folder" in cli_error()
+    assert (run / "result.json").read_text() == "damaged" and (run / "masks.safetensors").is_file()
+
+
+def test_a_second_sweep_exits_1_while_failed_runs_remain(tmp_path, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5, 0.2]}), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    d = sorted((out / "runs").iterdir())[0]
+    (d / "result.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: 1 run(s) failed" in err and "--retry-failed" in err
+    assert main(["sweep", str(path), "--out", str(out), "--retry-failed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["done"] == 1
+
+
+def test_an_empty_grids_list_is_an_error(tmp_path, cli_error):
+    path = _sweep_file(tmp_path, grids=[])
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "grids is an empty list" in cli_error() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("spec, says", [
+    ({"grid": {"density": [0.5, 1e-6]}}, "keeps fewer than one of the model's 656 prunable weights"),
+])
+def test_a_run_that_cannot_work_is_found_before_any_run_starts(spec, says, tmp_path, cli_error):
+    path, out = _sweep_file(tmp_path, **spec), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 2
+    err = cli_error()
+    assert says in err and "run " in err and not out.exists()  # nothing trained, nothing written
+
+
+def test_a_killed_sweeps_temporary_files_are_cleaned_on_the_next_start(tmp_path, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5]}), tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".sweep.0123abcd.json.tmp", out / ".report.89abcdef.html.tmp"]
+    for p in stale:
+        p.write_text("")
+    mine = out / "notes.tmp"  # not a temporary file of ours: left alone
+    mine.write_text("mine")
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    assert not any(p.exists() for p in stale) and mine.read_text() == "mine"
+
+
+def test_run_with_a_method_that_builds_its_mask_runs_it_top_k_only(tmp_path, capsys):
+    rc = main(["run", "--methods", "phew,magnitude", "--densities", "0.5", "--seeds", "0", "--epochs", "1",
+               "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["done"] == 1 + 3 + 1  # phew top-k, magnitude's 3 modes, dense
+    modes = sorted((json.loads(p.read_text())["config"]["method"], json.loads(p.read_text())["config"]["mode"])
+                   for p in tmp_path.rglob("result.json"))
+    assert ("phew", "topk") in modes and not any(m == "phew" and mode != "topk" for m, mode in modes)
+
+
+def test_a_dense_only_run_trains_once_per_seed_and_reports(tmp_path, capsys):
+    rc = main(["run", "--methods", "magnitude,snip", "--densities", "1", "--seeds", "0,1", "--epochs", "1",
+               "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["done"] == 2 and [r["method"] for r in got["rows"]] == ["dense"] and got["rows"][0]["seeds"] == 2
+    assert not (tmp_path / "report" / "accuracy.png").exists()
+    assert "Only dense runs here" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_report_of_an_unknown_run_writes_nothing(tmp_path, cli_error, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5]}), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--run", "BOGUS"]) == 2
+    assert "no run with hash 'BOGUS'" in cli_error() and not (out / "report").exists()
+
+
+@pytest.mark.parametrize("damage", [lambda c: c.pop("mode"), lambda c: c.pop("model"),
+                                    lambda c: c.update(density="0.5"), lambda c: c.update(seed=None),
+                                    lambda c: c.update(model_options=[1]), lambda c: c.update(density=0)])
+def test_report_leaves_out_a_result_whose_config_lacks_a_field(damage, tmp_path, capsys):
+    path, out = _sweep_file(tmp_path, grid={"density": [0.5, 0.2]}), tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--json"]) == 0
+    bad = sorted(out.rglob("result.json"))[0]
+    record = json.loads(bad.read_text())
+    damage(record["config"])
+    bad.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["report", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["runs"] == 1 and "left out of the results" in captured.err
+    with open(out / "report" / "results.csv") as f:
+        assert len(f.read().strip().splitlines()) == 2  # the header and the one good run

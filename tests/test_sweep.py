@@ -48,7 +48,7 @@ def test_sweep_skips_finished_and_records_failures(tmp_path, capsys, write_sweep
     assert (first["done"], first["failed"], first["skipped"]) == (4, 4, 0)
     errors = list(out.rglob("error.json"))
     assert len(errors) == 4 and "cifar" in json.loads(errors[0].read_text())["error"]
-    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 1  # failed runs remain: still non-zero
     again = json.loads(capsys.readouterr().out)
     assert (again["done"], again["skipped"], again["failed_earlier"]) == (0, 8, 4)
     assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 1
@@ -111,7 +111,7 @@ def test_a_damaged_result_counts_as_failed_and_retry_reruns_it(tmp_path, capsys)
     capsys.readouterr()
     assert main(["report", str(out), "--json"]) == 0  # no crash: the damaged run is left out
     assert json.loads(capsys.readouterr().out)["runs"] == 1
-    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--json"]) == 1  # a failed run remains
     assert json.loads(capsys.readouterr().out)["failed_earlier"] == 1
     assert main(["sweep", str(cfg), "--out", str(out), "--json", "--retry-failed"]) == 0
     assert json.loads(capsys.readouterr().out)["done"] == 1 and status(victim.parent) == "done"

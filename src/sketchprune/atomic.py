@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,26 @@ def _new_temp(path: Path) -> Path:
             continue
         os.close(fd)
         return tmp
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}(\.[^.]+)?\.tmp$")  # what _new_temp makes: .STEM.XXXXXXXX.SUFFIX.tmp
+
+
+def remove_stale_temps(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``folder`` (and its
+    subfolders with ``recursive``; links are not followed); returns what was deleted. Only for a
+    folder whose writer holds its lock: another writer's temporary file is in use."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    found = folder.rglob("*.tmp") if recursive else folder.glob("*.tmp")
+    gone = []
+    for p in found:
+        if _TEMP_NAME.match(p.name) and p.is_file() and not p.is_symlink() and not any(
+                (folder / q).is_symlink() for q in p.relative_to(folder).parents if q != Path(".")):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 @contextlib.contextmanager

@@ -335,7 +335,9 @@ def run_cmd(
          {k: Path(v) for k, v in rep["files"].items()})
     if not as_json:
         typer.echo(f"{counts['done']} runs done, {counts['skipped']} already done, in {seconds:.1f} s")
-    if counts["failed"]:
+    if counts["failed"] or counts["failed_earlier"]:
+        typer.echo(f"error: {counts['failed'] + counts['failed_earlier']} run(s) failed; each run folder's "
+                   "error.json says why; fix the cause, delete those folders and run again", err=True)
         raise typer.Exit(1)
 
 
@@ -389,8 +391,10 @@ def sweep_cmd(
     emit({**counts, "out": str(out)}, as_json, [], {})
     if not as_json:
         typer.echo(line)
-    if counts["failed"]:
-        raise typer.Exit(1)  # runs failed in this call: their error.json says why
+    if counts["failed"] or counts["failed_earlier"]:  # runs failed, in this call or before: error.json says why
+        typer.echo(f"error: {counts['failed'] + counts['failed_earlier']} run(s) failed; each run folder's "
+                   "error.json says why, --retry-failed reruns them", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("report")

@@ -445,6 +445,9 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     results = collect(root)
     if not results:
         raise SketchpruneError(f"no finished runs (result.json) under {root}; run `sketchprune sweep` first")
+    if run is not None and not any(r.hash == run for r in results):  # before anything is written
+        raise SketchpruneError(f"no run with hash {run!r} under {root}; see results.csv (or sketchprune sweep "
+                               "--dry-run) for the hashes")
     labels = run_labels(results)
     rows = [flat_row(r, labels[r.hash]) for r in results]
     summary = summarize(results)
@@ -464,7 +467,9 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     sections, pivots = [], []
     for i, setting in enumerate(settings):
         suffix = "" if i == 0 else f"-{i + 1}"
-        figs = {f"accuracy{suffix}": small_multiples(summary, setting, out / f"accuracy{suffix}.png")}
+        figs = {}
+        if any(r["setting"] == setting and not is_dense(r["method"]) for r in summary):  # not dense runs alone
+            figs[f"accuracy{suffix}"] = small_multiples(summary, setting, out / f"accuracy{suffix}.png")
         if any(r["setting"] == setting for r in paired):
             figs[f"differences{suffix}"] = difference_plot(paired, setting, out / f"differences{suffix}.png")
         case = collapse_case(results, setting, run)
@@ -475,6 +480,8 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
         dense = _dense(summary, setting)
         dense_text = (f"Dense model: {dense['mean']:.3f} ± {dense['ci95']:.3f} over {dense['seeds']} seed(s)."
                       if dense else "No dense runs (density 1) here.")
+        if not figs:
+            dense_text += " Only dense runs here: nothing pruned to compare."
         images = "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,'
                          f'{base64.b64encode(Path(v).read_bytes()).decode()}"></figure>' for k, v in figs.items())
         sections.append(f"<h2>{html.escape(setting)}</h2><p>{html.escape(dense_text)}</p>{images}"
