@@ -7,8 +7,8 @@ Run: ``python benchmarks/bench_train.py [--device cuda]``.
 ``--compare OLD_SRC [--against NEW_SRC]`` times two copies of the library side by side: worker
 processes import ``sketchprune`` from each ``src`` folder in turn (alternating, ``--rounds``
 times, best of all) and measure the masked and dense steps, a dense step while masks are applied
-to another model (what an optimizer of unmasked parameters pays for ``Masks.apply``), and
-``train()`` end to end on the E5 MLP on MNIST-1D (masked at density 0.1, checkpoint and metrics
+to another model (what an optimizer of unmasked parameters pays for ``Masks.apply``), an
+optimizer step alone (that cost without the arithmetic around it), and ``train()`` end to end on the E5 MLP on MNIST-1D (masked at density 0.1, checkpoint and metrics
 written: every built-in callback of the loop). It prints each figure for both and the ratio.
 Run: ``python benchmarks/bench_train.py --compare /path/to/old/src``.
 """
@@ -86,7 +86,8 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
 
     assert Path(sketchprune.__file__).resolve().is_relative_to(Path(args.src).resolve()), sketchprune.__file__
     dev = torch.device(args.device)
-    times: dict[str, float] = {}
+    times = {f"optimizer.step() alone, 6 x Linear(100, 100): {k}": v  # first: before any masks in this process
+             for k, v in optimizer_step_alone(args).items()}
     for name in ("mlp", "vgg11_bn"):
         torch.manual_seed(0)
         dense = models.create(name).to(dev)
@@ -94,7 +95,7 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
         masks = prune(dense, "magnitude", 0.1)
         x, y = torch.randn(64, 3, 32, 32, device=dev), torch.randint(0, 10, (64,), device=dev)
         steps = args.steps if name == "mlp" else max(3, args.steps // 4)
-        times[f"{name} dense step, no masks in the process"] = step_time(dense, x, y, steps, dev)
+        times[f"{name} dense step, no masks applied"] = step_time(dense, x, y, steps, dev)
         handle = masks.apply(masked)
         times[f"{name} masked step"] = step_time(masked, x, y, steps, dev)
         times[f"{name} dense step, masks applied to another model"] = step_time(dense, x, y, steps, dev)
@@ -115,6 +116,40 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     return times
 
 
+def optimizer_step_alone(args: argparse.Namespace) -> dict[str, float]:
+    """An SGD step over zero gradients and nothing else, so what ``Masks.apply`` adds to an optimizer
+    step shows: on an unmasked model before, beside and after masks on another model, and masked."""
+    import torch
+    from torch import nn
+
+    from sketchprune import prune
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(*[nn.Linear(100, 100) for _ in range(6)])
+
+    def cost(model: nn.Module) -> float:
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        best = float("inf")
+        for _ in range(30):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                opt.step()
+            best = min(best, (time.perf_counter() - t0) / 100)
+        return best
+
+    masked, plain = net(), net()
+    times = {"unmasked, no masks in the process": cost(plain)}
+    handle = prune(masked, "magnitude", 0.1).apply(masked)
+    times["unmasked, masks applied to another model"] = cost(plain)
+    times["masked"] = cost(masked)
+    handle.remove()
+    times["unmasked, after the masks were removed"] = cost(plain)
+    return times
+
+
 def compare(args: argparse.Namespace) -> None:
     """Alternate worker processes on the two libraries; print best-of figures and new/old ratios."""
     libs = {"old": str(Path(args.compare).resolve()), "new": str(Path(args.against).resolve())}
@@ -131,10 +166,10 @@ def compare(args: argparse.Namespace) -> None:
     print(f"old: {libs['old']}\nnew: {libs['new']}\n(best of {args.rounds} alternating processes, "
           f"{args.threads} thread(s), {args.device})")
     width = max(len(k) for k in best["new"])
-    print(f"{'':<{width}}  {'old ms':>8}  {'new ms':>8}  {'new/old':>7}")
+    print(f"{'':<{width}}  {'old ms':>9}  {'new ms':>9}  {'new/old':>7}")
     for k in best["new"]:
         o, n = best["old"][k] * 1e3, best["new"][k] * 1e3
-        print(f"{k:<{width}}  {o:>8.3f}  {n:>8.3f}  {n / o:>7.3f}")
+        print(f"{k:<{width}}  {o:>9.4f}  {n:>9.4f}  {n / o:>7.3f}")
 
 
 def main() -> None:
