@@ -331,3 +331,28 @@ def test_report_leaves_out_a_result_whose_config_lacks_a_field(damage, tmp_path,
     assert json.loads(captured.out)["runs"] == 1 and "left out of the results" in captured.err
     with open(out / "report" / "results.csv") as f:
         assert len(f.read().strip().splitlines()) == 2  # the header and the one good run
+
+
+# ---- command-line flags (papercuts) ------------------------------------------------------------------------
+
+def test_prune_lists_and_takes_no_training_flags(tmp_path, capsys, cli_error):
+    main(["prune", "--help"])
+    helptext = capsys.readouterr().out
+    assert "--density" in helptext and "--method" in helptext
+    assert not any(flag in helptext for flag in ("--epochs", "--lr ", "--optimizer", "--reinit", "--momentum"))
+    base = ["prune", "--model", "mlp", "--dataset", "digits", "--out", str(tmp_path / "p")]
+    assert main(base + ["--epochs", "3"]) == 2
+    assert "--epochs is a training setting and prune --method magnitude does not train" in cli_error()
+    assert main(base + ["--reinit"]) == 2
+    cli_error()
+    assert not (tmp_path / "p").exists()
+    assert main(base + ["--method", "imp", "--density", "0.8", "--epochs", "1", "--json"]) == 0  # imp trains
+    assert json.loads(capsys.readouterr().out)["density"] == pytest.approx(0.8, abs=1e-3)
+
+
+@pytest.mark.parametrize("args, says", [(["--invert", "--no-invert"], "--invert and --no-invert are both given"),
+                                        (["--no-invert", "--invert"], "--no-invert and --invert are both given"),
+                                        (["--no-invert", "--no-invert"], "--no-invert is given twice")])
+def test_a_bool_flag_given_both_ways_is_an_error(args, says, tmp_path, cli_error):
+    assert main(["prune", "--model", "mlp", "--dataset", "digits", "--out", str(tmp_path / "p"), *args]) == 2
+    assert says in cli_error() and not (tmp_path / "p").exists()

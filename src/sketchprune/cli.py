@@ -152,9 +152,15 @@ def _register_theory() -> None:
 _register_theory()
 
 
-def _settings_flags() -> list[inspect.Parameter]:
+TRAINING_ONLY = ("reinit",)
+"""Run settings that act on training only (besides TrainConfig's): ``prune`` neither lists nor takes them."""
+
+
+def _settings_flags(training: bool = True) -> list[inspect.Parameter]:
     """One flag per run setting: RunConfig's fields, TrainConfig's (as --epochs, ...) and every
-    registered method's options; all default to "not given", so the defaults live in one place."""
+    registered method's options; all default to "not given", so the defaults live in one place.
+    Without ``training`` (``prune``): no training-only settings, and TrainConfig's flags are hidden
+    (only a method that trains while it prunes, such as imp, takes them)."""
     from sketchprune import methods
     from sketchprune.experiment import RunConfig
     from sketchprune.train import TrainConfig
@@ -163,8 +169,13 @@ def _settings_flags() -> list[inspect.Parameter]:
     flags = [inspect.Parameter("compression", kw, default=typer.Option(
         None, "--compression", help="Compression ratio C instead of --density (density = 1/C)."),
         annotation=Optional[float])]
-    flags += cli_flags.options(RunConfig, exclude=("train", "method_options"), unset=True)
-    flags += cli_flags.options(TrainConfig, unset=True)
+    flags += cli_flags.options(RunConfig, exclude=("train", "method_options") + (() if training else TRAINING_ONLY),
+                               unset=True)
+    train_flags = cli_flags.options(TrainConfig, unset=True)
+    if not training:
+        for p in train_flags:
+            p.default.hidden = True
+    flags += train_flags
     for name in methods.names():
         m = methods.get(name)
         flags += cli_flags.options(m.options, unset=True,
@@ -187,9 +198,28 @@ def _config_from_flags(kwargs: dict[str, Any]) -> Any:
     return make_config(values)
 
 
-def _register_settings_command(name: str, fn: Callable[..., None], extra: list[inspect.Parameter]) -> None:
-    """``fn(cfg, **extra)`` as command ``name`` with every settings flag plus ``extra``."""
-    cli_flags.register(app, name, fn, _settings_flags(), _config_from_flags, extra, fn.__doc__ or "")
+def _prune_config_from_flags(kwargs: dict[str, Any]) -> Any:
+    """The run config of ``prune``'s flags: training settings only for a method that trains while it prunes."""
+    from sketchprune import methods
+    from sketchprune.experiment import RunConfig
+    from sketchprune.train import TrainConfig
+
+    given = [f.name for f in dataclasses.fields(TrainConfig) if kwargs.get(f.name) is not None]
+    method = kwargs.get("method") or RunConfig.method
+    if given and method in methods.names() and not methods.get(method).runner.needs_trainer:
+        flag = "--" + given[0].replace("_", "-")
+        raise SketchpruneError(f"{flag} is a training setting and prune --method {method} does not train; drop it, "
+                               "or use sketchprune train (only methods that train while they prune, such as imp, "
+                               "take it here)")
+    return _config_from_flags(kwargs)
+
+
+def _register_settings_command(name: str, fn: Callable[..., None], extra: list[inspect.Parameter],
+                               training: bool = True) -> None:
+    """``fn(cfg, **extra)`` as command ``name`` with every settings flag plus ``extra`` (``training``:
+    see :func:`_settings_flags`)."""
+    cli_flags.register(app, name, fn, _settings_flags(training),
+                       _config_from_flags if training else _prune_config_from_flags, extra, fn.__doc__ or "")
 
 
 def _data_params() -> list[inspect.Parameter]:
@@ -257,7 +287,7 @@ def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[
     emit(record, as_json, [("result", [{k: record[k] for k in keys}], keys)], {"result": out / RESULT_FILE})
 
 
-_register_settings_command("prune", prune_cmd, out_json_params("runs/prune") + _data_params())
+_register_settings_command("prune", prune_cmd, out_json_params("runs/prune") + _data_params(), training=False)
 _register_settings_command("train", train_cmd, [
     inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
         None, "--out", help="Run folder (default runs/train/<method>-<mode>-...-<hash>, one per config)."),
@@ -474,16 +504,19 @@ def _flag_value(args: list[str], flag: str) -> str | None:
 
 
 def _check_repeated_flags(args: list[str]) -> None:
-    """A flag given twice is an error (click would silently keep the last one)."""
-    seen: set[str] = set()
+    """A flag given twice is an error (click would silently keep the last one), ``--x`` with ``--no-x`` too."""
+    seen: dict[str, str] = {}
     for a in args:
         if a == "--":
             break
         if a.startswith("--"):
             flag = a.split("=", 1)[0]
-            if flag in seen and flag != "--help":
-                raise SketchpruneError(f"{flag} is given twice; give each flag once")
-            seen.add(flag)
+            setting = "--" + flag[len("--no-"):] if flag.startswith("--no-") else flag  # --x/--no-x: one setting
+            if setting in seen and flag != "--help":
+                first = seen[setting]
+                raise SketchpruneError(f"{flag} is given twice; give each flag once" if first == flag else
+                                       f"{first} and {flag} are both given; give one of them")
+            seen[setting] = flag
 
 
 if __name__ == "__main__":
