@@ -9,6 +9,7 @@ import socketserver
 import struct
 import tarfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_generated_sets_are_deterministic_and_standardized():
 def test_mnist1d_is_generated_offline_and_cached(tmp_path):
     d = data.load("mnist1d", root=tmp_path)
     assert d.train_x.shape == (4000, 40) and d.test_x.shape == (1000, 40)
-    assert (tmp_path / "mnist1d.npz").exists()
+    assert _mnist1d_cache(tmp_path).exists()  # named by the generator's version
     assert torch.equal(data.load("mnist1d", root=tmp_path).train_y, d.train_y)
 
 
@@ -218,9 +219,56 @@ def test_server_closing_early_keeps_nothing(server, tmp_path):
 
 def test_a_truncated_mnist1d_cache_is_generated_again(tmp_path):
     first = data.load("mnist1d", root=tmp_path)
-    cache = tmp_path / "mnist1d.npz"
+    cache = _mnist1d_cache(tmp_path)
     cache.write_bytes(cache.read_bytes()[:1000])
     with pytest.warns(RuntimeWarning, match="damaged; generating it again"):
         again = data.load("mnist1d", root=tmp_path)
     assert torch.equal(first.train_x, again.train_x)
     assert np.load(cache)["x"].shape[0] == len(first.train_y)  # the cache is whole again
+
+
+def _mnist1d_cache(root, suffix=""):
+    """The MNIST-1D cache file under ``root``: its name carries the generator's version."""
+    import importlib.metadata
+
+    return root / f"mnist1d-{importlib.metadata.version('mnist1d')}{suffix}.npz"
+
+
+def _rewrite(path, **changes):
+    arrays = dict(np.load(path))
+    arrays.update(changes)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda a: {"x": a["x"][:, :39]},  # wrong feature count
+    lambda a: {"x": a["x"][:-5]},  # wrong lengths
+    lambda a: {"y_test": a["y_test"][:-1]},
+    lambda a: {"y": a["y"] + 3},  # labels outside 0-9
+    lambda a: {"y": a["y"].astype(np.float32)},  # labels that are not integers
+    lambda a: {"x_test": np.full_like(a["x_test"], np.nan)},
+    lambda a: {"x": a["x"][:, :, None]},
+])
+def test_a_mnist1d_cache_that_is_not_the_generators_is_generated_again(damage, tmp_path):
+    first = data.load("mnist1d", root=tmp_path, samples=200)
+    cache = _mnist1d_cache(tmp_path, "-200-0.8")
+    _rewrite(cache, **damage(dict(np.load(cache))))
+    with pytest.warns(RuntimeWarning, match="generating it again"):
+        again = data.load("mnist1d", root=tmp_path, samples=200)
+    assert torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
+    assert again.train_x.shape == (160, 40) and again.test_x.shape == (40, 40)
+    assert again.train_y.dtype == torch.int64 and int(again.train_y.max()) <= 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache is whole again: read with no warning
+        data.load("mnist1d", root=tmp_path, samples=200)
+
+
+def test_a_mnist1d_cache_of_another_generator_version_is_not_read(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    data.load("mnist1d", root=tmp_path, samples=100)
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9" if name == "mnist1d" else real(name))
+    data.load("mnist1d", root=tmp_path, samples=100)
+    assert (tmp_path / "mnist1d-9.9-100-0.8.npz").exists() and _mnist1d_cache(tmp_path, "-100-0.8").exists()

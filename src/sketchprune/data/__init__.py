@@ -95,28 +95,64 @@ def digits(root: Path, download: bool) -> Dataset:
 
 def mnist1d(root: Path, download: bool, *, samples: int = 5000, train_split: float = 0.8) -> Dataset:
     """MNIST-1D (Greydanus 2020): ``samples`` sequences of length 40 (default 4000 train / 1000 test),
-    generated offline by the ``mnist1d`` package and cached; a damaged cache file is generated again."""
+    generated offline by the ``mnist1d`` package and cached under a name that carries the generator's
+    version (``mnist1d-<version>[-<samples>-<split>].npz``). A cache that is damaged, or whose
+    shapes, dtypes or labels are not what the generator makes for these settings, is generated again."""
+    import importlib.metadata
+    import warnings
+
+    from mnist1d.data import get_dataset_args
+
     check(samples >= 10, f"mnist1d samples must be >= 10, got {samples}")
     check(0 < train_split < 1, f"mnist1d train_split must be in (0, 1), got {train_split}")
+    version = importlib.metadata.version("mnist1d")
     default = (samples, train_split) == (5000, 0.8)
-    cache = root / ("mnist1d.npz" if default else f"mnist1d-{samples}-{train_split:g}.npz")
+    cache = root / (f"mnist1d-{version}.npz" if default else f"mnist1d-{version}-{samples}-{train_split:g}.npz")
     keys = ("x", "y", "x_test", "y_test")
+    args = get_dataset_args()
+    args.num_samples, args.train_split = samples, train_split
     arrays = _read_npz(cache, keys) if cache.exists() else None
-    if arrays is None:
-        from mnist1d.data import get_dataset_args, make_dataset
+    wrong = _mnist1d_problem(arrays, args) if arrays is not None else None
+    if wrong:
+        warnings.warn(f"the cached data file {cache} {wrong}; generating it again", RuntimeWarning, stacklevel=2)
+    if arrays is None or wrong:
+        from mnist1d.data import make_dataset
 
         from sketchprune.atomic import atomic_path
 
-        args = get_dataset_args()
-        args.num_samples, args.train_split = samples, train_split
         d = make_dataset(args)
+        arrays = [d[k] for k in keys]
+        wrong = _mnist1d_problem(arrays, args)
+        check(wrong is None, f"the mnist1d generator {version} made data that {wrong}; install the version "
+                             "sketchprune is tested with (pip install 'mnist1d==0.0.2.post1')")
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **{k: d[k] for k in keys})
-        arrays = [d[k] for k in keys]
     xtr, ytr, xte, yte = (torch.from_numpy(np.asarray(a)) for a in arrays)
     xtr, xte = _standardize(xtr.float(), xte.float())
     return Dataset("mnist1d", xtr, ytr.long(), xte, yte.long(), 10)
+
+
+def _mnist1d_problem(arrays: list[np.ndarray], args: Any) -> str | None:
+    """What is wrong with MNIST-1D ``arrays`` (x, y, x_test, y_test) for generator settings ``args``
+    (as a phrase: "has ..."), or None when they are what the generator makes: finite float
+    sequences of ``final_seq_length``, ``num_samples // 10 * 10`` of them split at ``train_split``,
+    integer labels 0-9."""
+    x, y, x_test, y_test = (np.asarray(a) for a in arrays)
+    total = args.num_samples // 10 * 10
+    n_train = int(total * args.train_split)
+    length = args.final_seq_length
+    for name, a, rows in (("x", x, n_train), ("x_test", x_test, total - n_train)):
+        if a.dtype.kind != "f" or a.ndim != 2 or a.shape != (rows, length):
+            return f"has {name} of shape {a.shape} ({a.dtype}), not ({rows}, {length}) floats"
+        if not np.isfinite(a).all():
+            return f"has non-finite values in {name}"
+    for name, a, rows in (("y", y, n_train), ("y_test", y_test, total - n_train)):
+        if a.dtype.kind not in "iu" or a.shape != (rows,):
+            return f"has {name} of shape {a.shape} ({a.dtype}), not ({rows},) integer labels"
+        if a.size and (a.min() < 0 or a.max() > 9):
+            return f"has labels outside 0-9 in {name} ({a.min()} to {a.max()})"
+    return None
 
 
 def _read_npz(path: Path, keys: tuple[str, ...]) -> list[np.ndarray] | None:
