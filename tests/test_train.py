@@ -221,23 +221,30 @@ class RandomMasks(Callback):
         self.gen.set_state(state["gen"])
 
 
-def test_a_killed_run_resumes_with_its_callbacks_state(digits, tmp_path):
+@pytest.mark.parametrize("start", [None, 0.3], ids=["from-dense", "from-masks"])
+def test_a_killed_run_resumes_with_its_callbacks_state(digits, tmp_path, start):
+    # from masks: a resumed run must keep the trained values of the weights that the callback's
+    # masks keep and the starting masks pruned (train applies its masks before it resumes)
     cfg = TrainConfig(epochs=3, optimizer="adam", lr=3e-3, weight_decay=0, batch_size=128)
 
     def fresh():
         torch.manual_seed(5)
         return models.create("mlp", input_shape=digits.input_shape, width=32)
 
-    full, cb_full = fresh(), None
+    def train_(model, out, callback, **kw):
+        masks = sample_masks(model, start, torch.Generator().manual_seed(1)) if start else None
+        return train(model, digits, cfg, masks=masks, out=tmp_path / out, seed=3, callbacks=[callback], **kw)
+
+    full = fresh()
     cb_full = RandomMasks(full)
-    train(full, digits, cfg, out=tmp_path / "full", seed=3, callbacks=[cb_full])
+    train_(full, "full", cb_full)
     part = fresh()
-    train(part, digits, cfg, out=tmp_path / "part", seed=3, stop_after=1, callbacks=[RandomMasks(part)])
+    train_(part, "part", RandomMasks(part), stop_after=1)
     saved = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     assert saved["callbacks"]["random-masks"]["count"] == 11 and set(saved["masks"]) == set(cb_full.shapes)
     resumed = fresh()  # a new process: a new model and a new callback, both restored from the checkpoint
     cb = RandomMasks(resumed)
-    res = train(resumed, digits, cfg, out=tmp_path / "part", seed=3, callbacks=[cb])
+    res = train_(resumed, "part", cb)
     assert res["epochs_done"] == 3 and cb.count == cb_full.count == 33
     assert torch.equal(cb.gen.get_state(), cb_full.gen.get_state())
     assert all(torch.equal(cb.final[n], cb_full.final[n]) for n in cb_full.final)
@@ -248,9 +255,9 @@ def test_a_killed_run_resumes_with_its_callbacks_state(digits, tmp_path):
         def load_state_dict(self, state):
             pass
 
-    train(fresh(), digits, cfg, out=tmp_path / "forgets", seed=3, stop_after=1, callbacks=[RandomMasks(part)])
+    train_(fresh(), "forgets", RandomMasks(part), stop_after=1)
     forgot = fresh()
-    train(forgot, digits, cfg, out=tmp_path / "forgets", seed=3, callbacks=[Forgets(forgot)])
+    train_(forgot, "forgets", Forgets(forgot))
     assert not torch.equal(forgot.state_dict()["1.weight"], full.state_dict()["1.weight"])
     with pytest.raises(SketchpruneError, match="holds the state of callbacks"):
         train(fresh(), digits, cfg, out=tmp_path / "part", seed=3)

@@ -229,11 +229,14 @@ class TrainState:
     def set_masks(self, masks: Mapping[str, Tensor] | None) -> None:
         """Train with ``masks`` from now on, in place of the current ones (None: no masks of
         train's own). The newly pruned weights become exactly zero and their optimizer state
-        (momentum, Adam moments) zero; weights the new masks keep train again."""
+        (momentum, Adam moments) zero; weights the new masks keep train again, with the values they
+        have (the old masks are taken back first, so a weight only they pruned is not zeroed: a
+        resumed run's grown weights keep their checkpointed values)."""
         new = masks if masks is None or isinstance(masks, Masks) else Masks(masks)
-        handle = new.apply(self.model) if new is not None else None
         if self._handle is not None:
             self._handle.remove()
+            self._handle = None
+        handle = new.apply(self.model) if new is not None else None
         self._masks, self._handle, self.masks_changed = new, handle, True
         zero_pruned_state(self.optimizer)
 
