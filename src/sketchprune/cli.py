@@ -111,6 +111,7 @@ def _register_theory() -> None:
     from sketchprune.theory import e6_ntk as e6
     from sketchprune.theory import e7_structured as e7
     from sketchprune.theory import e1_sketch as e1
+    from sketchprune.theory import subset_sum as ss
 
     theory_command(
         "sketch", e1, e1.SketchConfig,
@@ -146,6 +147,13 @@ def _register_theory() -> None:
         "E7: pruning hidden units is column sampling: Monte Carlo vs the exact formulas (iid / poisson / exact-k), "
         "optimal vs uniform vs L1-norm unit probabilities.",
         lambda r: [("E7: ||Z - Z_hat||_F^2 of the next layer's input", r["rows"], e7.TABLE_COLUMNS)],
+    )
+    theory_command(
+        "subset-sum", ss, ss.SubsetSumConfig,
+        "Strong tickets (Lueker; Pensia et al. 2020): the best subset sum of n random weights vs a target, error "
+        "against n beside the exponential rate, and a random two-layer network pruned to a target layer.",
+        lambda r: [("subset sum: |z - best subset sum| over the targets", r["rows"], ss.TABLE_COLUMNS),
+                   ("a random two-layer network pruned to a target layer", r["layer"], ss.LAYER_COLUMNS)],
     )
 
 
