@@ -303,6 +303,48 @@ _register_settings_command("train", train_cmd, [
     out_json_params("")[1]] + _data_params() + [_device_param()])
 
 
+@app.command("planted")
+def planted_cmd(
+    task: str = typer.Option("circle", "--task", help="Planted task: circle, relu or helix."),
+    methods: str = typer.Option("synflow,snip,magnitude", "--methods", help="Comma list of registered methods; "
+                                "'pai' names every score and mask method."),
+    densities: str = typer.Option("0.5,0.1,0.01,ticket", "--densities", help="Comma list; 'ticket' is the planted "
+                                  "ticket's own density."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma list (each seed plants a new mother network)."),
+    modes: str = typer.Option("topk", "--modes", help="Comma list of topk and sample."),
+    weak_methods: Optional[str] = typer.Option(None, "--weak-methods", help="Comma list of the methods whose "
+                                               "pruned networks are also trained (default: all)."),
+    depth: int = typer.Option(5, "--depth", help="Layer widths, input and output included (the paper's depth)."),
+    width: int = typer.Option(100, "--width", help="Units of each hidden layer of the mother network."),
+    out: Path = typer.Option(Path("runs/planted"), "--out", help="Output folder (runs.jsonl there resumes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Planted tickets (Fischer & Burkholz 2022): prune a mother network with a known ticket and score each
+    mask by the planted weights it keeps (recall, precision) and its metric before (strong) and after (weak)
+    the paper's training."""
+    from sketchprune.planted import benchmark as pb
+
+    def progress(r: dict) -> None:
+        if not as_json:
+            weak = "-" if r["weak"] is None else f"{r['weak']:.4g}"
+            typer.echo(f"{r['method']} {r['mode']} d={r['density']:.4g} seed {r['seed']}: recall {r['recall']:.3f} "
+                       f"strong {r['strong']:.4g} weak {weak}", err=True)
+
+    result = pb.benchmark(task, pb.method_list(methods), _csv(densities), [int(s) for s in _csv(seeds)],
+                          _csv(modes), depth=depth, width=width,
+                          weak_methods=pb.method_list(weak_methods) if weak_methods else None, out=out,
+                          progress=progress)
+    files = pb.write(result, out)
+    emit({k: result[k] for k in ("ticket", "runs", "skipped", "failed", "reading")}, as_json,
+         [(f"planted {task}: means over seeds", result["summary"], pb.TABLE_COLUMNS)], files)
+    if not as_json:
+        typer.echo(f"\nReading: {result['reading']['text']}")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 @app.command("methods")
 def methods_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="Print the README's Markdown table."),
