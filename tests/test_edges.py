@@ -267,6 +267,8 @@ def test_an_empty_grids_list_is_an_error(tmp_path, cli_error):
 
 @pytest.mark.parametrize("spec, says", [
     ({"grid": {"density": [0.5, 1e-6]}}, "keeps fewer than one of the model's 656 prunable weights"),
+    ({"grids": [{"density": [0.5]}, {"model": ["resnet20"], "dataset": ["synthetic"]}]},
+     "model 'resnet20' does not fit data set 'synthetic'"),
 ])
 def test_a_run_that_cannot_work_is_found_before_any_run_starts(spec, says, tmp_path, cli_error):
     path, out = _sweep_file(tmp_path, **spec), tmp_path / "out"
@@ -356,3 +358,107 @@ def test_prune_lists_and_takes_no_training_flags(tmp_path, capsys, cli_error):
 def test_a_bool_flag_given_both_ways_is_an_error(args, says, tmp_path, cli_error):
     assert main(["prune", "--model", "mlp", "--dataset", "digits", "--out", str(tmp_path / "p"), *args]) == 2
     assert says in cli_error() and not (tmp_path / "p").exists()
+
+
+# ---- runs: the model fits the data, a finished folder is this run's, settings given once (T4, T9) ---------
+
+TRAIN = ["train", "--model", "mlp", "--dataset", "digits", "--model-options", "width=8", "--epochs", "1",
+         "--density", "0.5"]
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "1"], ["prune", "--method", "snip"],
+                                  ["prune", "--structure", "units", "--method", "l1"]])
+def test_a_model_that_does_not_fit_the_data_is_one_line_before_pruning(args, tmp_path, cli_error):
+    assert main([*args, "--model", "resnet20", "--dataset", "synthetic", "--out", str(tmp_path / "o")]) == 2
+    err = cli_error()
+    assert "model 'resnet20' does not fit data set 'synthetic' (inputs of shape (32,))" in err
+    assert "mlp takes any shape" in err
+    assert not (tmp_path / "o" / "masks.safetensors").exists() and not (tmp_path / "o" / "units.json").exists()
+
+
+def test_prune_with_a_method_that_never_runs_the_model_needs_no_fit(tmp_path, capsys):
+    assert main(["prune", "--model", "resnet20", "--dataset", "synthetic", "--method", "magnitude", "--out",
+                 str(tmp_path), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["kept"] == round(0.1 * rep["total"]) and (tmp_path / "masks.safetensors").is_file()
+
+
+def test_the_shape_probe_leaves_the_model_as_it_was():
+    from sketchprune import data as datasets
+    from sketchprune.experiment import check_fits
+
+    digits = datasets.load("digits")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    check_fits(net, digits, "bn-mlp")
+    assert net.training and all(m.training for m in net.modules())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(SketchpruneError, match=r"its output for a batch of 2 is \(2, 3\), not \(2, 10\)"):
+        check_fits(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), digits, "three")
+
+
+def test_train_on_a_folder_with_a_damaged_or_foreign_result_is_one_line(tmp_path, cli_error, capsys):
+    out, other = tmp_path / "run", tmp_path / "other"
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    assert main([*TRAIN, "--density", "0.2", "--out", str(other), "--json"]) == 2  # --density twice
+    cli_error()
+    assert main([*TRAIN[:-2], "--density", "0.2", "--out", str(other), "--json"]) == 0
+    good = (out / "result.json").read_text()
+    (out / "result.json").write_text(good[:50])
+    capsys.readouterr()
+    assert main([*TRAIN, "--out", str(out)]) == 2
+    assert f"delete {out} to run it again" in cli_error()
+    (out / "result.json").write_text((other / "result.json").read_text())  # another run's result
+    assert main([*TRAIN, "--out", str(out)]) == 2
+    assert "is the result of another run" in cli_error()
+    (out / "result.json").write_text(good)
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["density_actual"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_killed_runs_temporary_files_are_cleaned_when_it_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    (out / "result.json").unlink()  # as if killed before the end
+    stale = [out / ".checkpoint.0123abcd.pt.tmp", out / ".metrics.89abcdef.jsonl.tmp"]
+    (out / "imp-level-0").mkdir()
+    stale.append(out / "imp-level-0" / ".checkpoint.00ff00ff.pt.tmp")
+    for p in stale:
+        p.write_text("")
+    assert main([*TRAIN, "--out", str(out), "--json"]) == 0
+    assert not any(p.exists() for p in stale) and (out / "result.json").is_file()
+
+
+def test_a_setting_given_dotted_and_in_its_mapping_is_an_error():
+    from sketchprune.experiment import make_config
+
+    with pytest.raises(SketchpruneError, match=r"train.epochs is given twice"):
+        make_config({"train": {"epochs": 3}, "train.epochs": 1})
+    with pytest.raises(SketchpruneError, match=r"model_options.width is given twice"):
+        make_config({"model": "mlp", "model_options": {"width": 8}, "model_options.width": 16})
+    assert make_config({"train": {"lr": 0.5}, "train.epochs": 1}).train.epochs == 1  # different keys: fine
+
+
+def test_the_sweep_file_with_a_setting_twice_is_refused(tmp_path, cli_error):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"fixed": {**FIXED, "train": {"epochs": 3}}, "grid": {"density": [0.5]}}))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert "train.epochs is given twice" in cli_error()
+
+
+@pytest.mark.parametrize("written", ["２:４", " 2:4", "2:04", "２：４", "٢:٤"])
+def test_an_nm_pattern_in_other_digits_is_the_run_of_2_4(written):
+    from sketchprune.config import config_hash
+    from sketchprune.experiment import make_config
+
+    cfg = make_config({"nm": written})
+    assert cfg.nm == "2:4" and config_hash(cfg) == config_hash(make_config({"nm": "2:4"}))
+
+
+@pytest.mark.parametrize("bad", ["2:4:8", "4:2", "0:4", "a:b", "2/4"])
+def test_an_nm_pattern_that_is_not_one_is_refused(bad):
+    from sketchprune.experiment import make_config
+
+    with pytest.raises(SketchpruneError, match="nm must look like 2:4"):
+        make_config({"nm": bad})

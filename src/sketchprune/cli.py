@@ -249,11 +249,12 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
     """Prune a model at initialization and write its masks and per-layer density table."""
     import warnings
 
-    from sketchprune import experiment
+    from sketchprune import experiment, methods
 
     out_folder(out)
     data = experiment.load_data(cfg, data_root, download)
-    model = experiment.build_model(cfg, data)
+    # the model must take the data's inputs where they are used: units (a forward) or a method that uses data
+    model = experiment.build_model(cfg, data, check=cfg.structure == "units" or methods.get(cfg.method).needs_data)
     if cfg.structure == "units":  # a smaller dense network: report its layers and costs
         from sketchprune.costs import costs
 

@@ -24,7 +24,8 @@ from torch import nn
 from sketchprune import config as cfgmod
 from sketchprune import data as datasets
 from sketchprune import methods, models, seeding
-from sketchprune.atomic import create_json, hold_lock, read_json, read_safetensors, write_json, write_safetensors
+from sketchprune.atomic import (create_json, hold_lock, read_json, read_safetensors, remove_stale_temps, write_json,
+                                write_safetensors)
 from sketchprune.config import config_hash, setting, to_dict
 from sketchprune.costs import cost_fractions, costs
 from sketchprune.diagnostics import mask_diagnostics
@@ -74,6 +75,7 @@ class RunConfig(PruneOptions):
             object.__setattr__(self, "method_options", methods.get(self.method).non_default(self.method_options))
         object.__setattr__(self, "model_options", models.options(self.model, self.model_options))
         object.__setattr__(self, "data_options", datasets.options(self.dataset, self.data_options))
+        object.__setattr__(self, "nm", canonical_nm(self.nm))  # "２:４" and " 2:04" are the run of "2:4"
         super().__post_init__()
 
     def validate(self) -> None:
@@ -95,7 +97,7 @@ class RunConfig(PruneOptions):
               "keep_by and rescale apply to structure=units; drop them or set structure=units")
         if self.nm:
             n, _, m = self.nm.partition(":")
-            check(n.isdigit() and m.isdigit() and 1 <= int(n) <= int(m),
+            check(n.isdecimal() and m.isdecimal() and 1 <= int(n) <= int(m),
                   f"nm must look like 2:4 (N <= M), got {self.nm!r}")
         # the one check of the method's options (with this config as its PruneOptions); prune_model reuses it
         object.__setattr__(self, "_method_settings", method_settings(spec, self, self.method_options))
@@ -122,7 +124,10 @@ def make_config(values: Mapping[str, Any]) -> RunConfig:
         given = values.pop(group, None)
         groups[group] = cfgmod.parse_mapping(given, group) if given is not None else {}
         for key in [k for k in values if k.startswith(group + ".")]:
-            groups[group][key.split(".", 1)[1]] = values.pop(key)
+            name = key.split(".", 1)[1]
+            check(name not in groups[group], f"{group}.{name} is given twice (as {key} and inside {group}: "
+                                             "{...}); give it once")
+            groups[group][name] = values.pop(key)
     if "compression" in values:
         values["density"] = density_from(values.get("density"), values.pop("compression"))
     for key in [k for k in values if methods.registry.option_owner(k) is not None]:
@@ -163,10 +168,55 @@ def load_data(cfg: RunConfig, data_root: str | None = None, download: bool = Fal
     return datasets.load(cfg.dataset, root=data_root, download=download, **cfg.data_options)
 
 
-def build_model(cfg: RunConfig, data: datasets.Dataset) -> nn.Module:
-    """The run's model at initialization (seeded with the run's seed)."""
+def build_model(cfg: RunConfig, data: datasets.Dataset, check: bool = True) -> nn.Module:
+    """The run's model at initialization (seeded with the run's seed), checked to take the data's
+    inputs (:func:`check_fits`) before any pruning or training; without ``check`` only built (``prune``
+    with a method that never runs the model on the data)."""
     torch.manual_seed(cfg.seed)
-    return models.create(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape, **cfg.model_options)
+    model = models.create(cfg.model, num_classes=data.num_classes, input_shape=data.input_shape, **cfg.model_options)
+    if check:
+        check_fits(model, data, cfg.model)
+    return model
+
+
+def check_fits(model: nn.Module, data: datasets.Dataset, name: str = "the model") -> None:
+    """One forward of a zero batch of ``data``'s input shape (eval mode, no gradients; the model's
+    modes and buffers are left as they were): a model that does not take those inputs, or does not
+    give one row of ``num_classes`` outputs per input, is a one-line error naming the model, the
+    data's shape and the fix. Every command's run goes through it (``build_model``)."""
+    x = torch.zeros((2, *data.input_shape), dtype=data.train_x.dtype)
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    fix = ("use a model made for such inputs (mlp takes any shape; conv1d sequences; lenet5, conv, resnet*, vgg* "
+           "images) or other model_options")
+    where = f"model {name!r} does not fit data set {data.name!r} (inputs of shape {tuple(data.input_shape)})"
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SketchpruneError(f"{where}: {type(e).__name__}: {first}; {fix}") from e
+    finally:
+        for m, training in modes:
+            m.train(training)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                if k in buffers and v.shape == buffers[k].shape:
+                    v.copy_(buffers[k])
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    check(shape == (2, data.num_classes), f"{where}: its output for a batch of 2 is {shape}, not (2, "
+                                          f"{data.num_classes}); {fix}")
+
+
+def canonical_nm(nm: str) -> str:
+    """An N:M pattern written the one way that hashes alike: ASCII digits, no leading zeros or spaces
+    ("２:４" and " 2:04" are "2:4"); anything else is left for the config's check to refuse."""
+    import unicodedata
+
+    n, sep, m = unicodedata.normalize("NFKC", nm).strip().partition(":")
+    n, m = n.strip(), m.strip()
+    return f"{int(n)}:{int(m)}" if sep and n.isdecimal() and m.isdecimal() else nm
 
 
 @dataclass
@@ -226,6 +276,26 @@ def _claim(out: Path, cfg: RunConfig) -> None:
         raise SketchpruneError(
             f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
             f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
+
+
+def _start_in(out: Path) -> Path:
+    """Start (or resume) a run in its folder, whose lock the caller holds: delete the temporary files
+    a killed run left there; returns the path of the run's result file."""
+    remove_stale_temps(out, recursive=True)
+    return out / RESULT_FILE
+
+
+def _finished(done: Path, cfg: RunConfig) -> Result:
+    """The Result of a finished run's ``result.json``: a damaged one, or one of another run, is a
+    one-line error that says how to run this one."""
+    try:
+        result = load_result(done)
+    except SketchpruneError as e:
+        raise SketchpruneError(f"{e} (sketchprune train: delete {done.parent} to run it again)") from None
+    check(result.hash == config_hash(cfg),
+          f"{done} is the result of another run (config {result.hash}; this one is {config_hash(cfg)}); delete "
+          f"{done.parent} to run this one, or pass another --out")
+    return result
 
 
 def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.Module:
@@ -318,9 +388,9 @@ def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root
 
 def _run_claimed(cfg: RunConfig, out: Path, device: str | None, data_root: str | None, download: bool,
                  progress: bool, dataset: datasets.Dataset | None) -> Result:
-    done = out / RESULT_FILE
+    done = _start_in(out)
     if done.exists():
-        return load_result(done)
+        return _finished(done, cfg)
     t0 = time.perf_counter()
     data = dataset if dataset is not None else load_data(cfg, data_root, download)
     model = build_model(cfg, data)

@@ -136,9 +136,9 @@ def call(ctx: Context) -> Any:
         return ctx.method.fn(ctx)  # type: ignore[misc]
     except SketchpruneError:
         raise  # the method's own one-line error
-    except (RuntimeError, IndexError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
+    except (RuntimeError, LookupError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
         why = _known_cause(ctx, e, returned)
-        if why is None and isinstance(e, (TypeError, AttributeError)):
+        if why is None and isinstance(e, (TypeError, AttributeError, KeyError)):
             raise  # not the model's inputs: a bug to see whole
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         shape = f" with input shape {ctx.input_shape}" if ctx.input_shape else ""
