@@ -43,4 +43,7 @@ def test_every_setting_and_option_is_a_train_flag_and_a_sweep_key():
         assert make_config({f"train.{f.name}": getattr(TrainConfig(), f.name)}) == RunConfig()
     for method, opts in options.items():
         for key, value in opts.items():
-            assert make_config({"method": method, key: value}) == RunConfig(method=method)
+            if methods.get(method).kind == "update":  # a DST updater's option goes with dst=, not method=
+                assert make_config({"dst": method, key: value}) == RunConfig(dst=method)
+            else:
+                assert make_config({"method": method, key: value}) == RunConfig(method=method)

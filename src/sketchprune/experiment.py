@@ -23,6 +23,7 @@ from torch import nn
 
 from sketchprune import config as cfgmod
 from sketchprune import data as datasets
+from sketchprune import dst as dynamic_sparse
 from sketchprune import methods, models, seeding
 from sketchprune.atomic import (create_json, hold_lock, read_json, read_safetensors, remove_stale_temps, write_json,
                                 write_safetensors)
@@ -34,7 +35,8 @@ from sketchprune.errors import SketchpruneError, check, check_density
 from sketchprune.masks import Masks
 from sketchprune.pruning import (KEEP_BY, PruneOptions, method_settings, prunable_parameters, prune_units, prune_with,
                                  reinitialize)
-from sketchprune.results import CONFIG_FILE, MASKS_FILE, RESULT_FILE, START_FILE, UNITS_FILE, Result, load_result
+from sketchprune.results import (CONFIG_FILE, MASKS_FILE, MASKS_FINAL_FILE, RESULT_FILE, START_FILE, UNITS_FILE,
+                                 Result, load_result)
 from sketchprune.train import Callback, TrainConfig, train
 
 
@@ -43,7 +45,8 @@ class RunConfig(PruneOptions):
     """Everything that defines a run; a run folder is named by the hash of its non-default fields.
 
     The prune options come from :class:`~sketchprune.pruning.PruneOptions`; the method's own
-    options are in ``method_options`` (only those that differ from the method's defaults).
+    options are in ``method_options`` (only those that differ from the method's defaults); the
+    DST updater's (``dst``, :mod:`sketchprune.dst`) in ``dst_options``.
     """
 
     model: str = setting("conv1d", "Model name.", choices=models.names)
@@ -66,6 +69,18 @@ class RunConfig(PruneOptions):
     prune_batches: int = setting(1, "Batches of training data given to methods that use data.")
     prune_batch_size: int = setting(256, "Size of those batches.")
     reinit: bool = setting(False, "Sanity check: re-initialize the model after pruning (same mask, new weights).")
+    dst: str = setting("static", "Dynamic sparse training: how the mask moves while the network trains, from the "
+                                 "method's mask (static: it never does; sketchprune.dst).", choices=dynamic_sparse.names)
+    dst_interval: int = setting(dynamic_sparse.DEFAULTS["interval"], "With dst: optimizer steps between mask updates.")
+    dst_start: float = setting(dynamic_sparse.DEFAULTS["start"], "With dst: the fraction of training before the first "
+                                                                 "update.")
+    dst_end: float = setting(dynamic_sparse.DEFAULTS["end"], "With dst: the fraction of training after which the mask "
+                                                             "stays (RigL's 0.75).")
+    dst_fraction: float = setting(dynamic_sparse.DEFAULTS["fraction"], "With dst set, rigl or dsr: the fraction of "
+                                  "each layer's kept weights moved at the first update.")
+    dst_schedule: str = setting(dynamic_sparse.DEFAULTS["schedule"], "With dst: how dst_fraction decays over the "
+                                "updates (cosine: to 0 at dst_end, as RigL).", choices=dynamic_sparse.SCHEDULES)
+    dst_options: dict[str, Any] = setting({}, "The DST updater's own options (each is also a flag and a sweep key).")
     train: TrainConfig = TrainConfig()
     seed: int = setting(0, "Seed of the model's initialization, the pruning draws and the batch order.")
 
@@ -76,6 +91,8 @@ class RunConfig(PruneOptions):
         object.__setattr__(self, "model_options", models.options(self.model, self.model_options))
         object.__setattr__(self, "data_options", datasets.options(self.dataset, self.data_options))
         object.__setattr__(self, "nm", canonical_nm(self.nm))  # "２:４" and " 2:04" are the run of "2:4"
+        if self.dst in dynamic_sparse.names():
+            object.__setattr__(self, "dst_options", dynamic_sparse.canonical_options(self.dst, self.dst_options))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -85,6 +102,7 @@ class RunConfig(PruneOptions):
               f"augment (crop and flip) applies to image data sets ({', '.join(datasets.IMAGE_SETS)}); "
               f"{self.dataset} has none: drop augment")
         check(self.prune_batches >= 1 and self.prune_batch_size >= 1, "prune_batches and prune_batch_size must be >= 1")
+        dynamic_sparse.check_run(self.dst_settings(), density=self.density, structure=self.structure)
         spec = methods.get(self.method)
         if self.structure == "units":
             spec.check_form("units")
@@ -106,18 +124,24 @@ class RunConfig(PruneOptions):
         """The method's checked options object (built once, when the config was made)."""
         return self._method_settings  # type: ignore[attr-defined]
 
+    def dst_settings(self) -> dynamic_sparse.RunSettings:
+        """The run's DST settings (:mod:`sketchprune.dst`)."""
+        return dynamic_sparse.RunSettings(self.dst, self.dst_interval, self.dst_start, self.dst_end, self.dst_fraction,
+                                          self.dst_schedule, self.dst_options)
+
 
 methods.registry.reserve([f.name for f in dataclasses.fields(RunConfig)] + [f"train.{f.name}" for f in
                           dataclasses.fields(TrainConfig)] + ["compression"], "a run")
 
 
-OPTION_GROUPS = ("train", "model_options", "data_options", "method_options")
+OPTION_GROUPS = ("train", "model_options", "data_options", "method_options", "dst_options")
 
 
 def make_config(values: Mapping[str, Any]) -> RunConfig:
     """A checked RunConfig from flat settings: its fields, ``train`` (a mapping) or ``train.FIELD``,
     ``model_options`` / ``data_options`` (mappings) or ``model_options.KEY`` / ``data_options.KEY``,
-    the method's options by their own names, and ``compression`` (1 / density) for ``density``."""
+    the method's options and the DST updater's by their own names, and ``compression`` (1 / density)
+    for ``density``."""
     values = dict(values)
     groups: dict[str, dict[str, Any]] = {}
     for group in OPTION_GROUPS:
@@ -131,7 +155,9 @@ def make_config(values: Mapping[str, Any]) -> RunConfig:
     if "compression" in values:
         values["density"] = density_from(values.get("density"), values.pop("compression"))
     for key in [k for k in values if methods.registry.option_owner(k) is not None]:
-        groups["method_options"][key] = values.pop(key)  # a method's option, given by its own name
+        owner = methods.get(methods.registry.option_owner(key))  # type: ignore[arg-type]
+        group = "dst_options" if owner.kind == dynamic_sparse.UPDATES.kind else "method_options"
+        groups[group][key] = values.pop(key)  # a method's (or DST updater's) option, given by its own name
     types = cfgmod.field_types(RunConfig)
     unknown = [k for k in values if k not in types]
     if unknown:
@@ -350,6 +376,7 @@ def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: 
     """A run with a mask: prune (or read the masks a killed run saved), train. Returns what
     training returned, the pruning fields of the Result and the seconds until training."""
     masks_path, start_path = out / MASKS_FILE, out / START_FILE
+    updater = _updater(cfg, data)
     if masks_path.exists():  # a killed run's masks: they must be this model's, every prunable tensor
         masks = Masks.load(masks_path)
         _check_masks_fit(masks, model, cfg, masks_path)
@@ -366,13 +393,30 @@ def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: 
         reinitialize(model, seed=cfg.seed + 1)
     prune_seconds = time.perf_counter() - t0
     trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed,
-                    run_key=config_hash(cfg))
+                    run_key=config_hash(cfg), callbacks=[updater] if updater is not None else [])
     rep = masks.report()
     pruned = {"kept": rep["kept"], "total": rep["total"], "density_actual": rep["density"],
               "collapsed": rep["collapsed"], "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
               "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
-              **cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs)}
+              **cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs), **_moved(updater, out)}
     return trained, pruned, prune_seconds
+
+
+def _updater(cfg: RunConfig, data: datasets.Dataset) -> dynamic_sparse.Updater | None:
+    """The run's DST updater (None for dst=static), its schedule checked against the training's
+    length before any pruning (an interval longer than the training is a one-line error)."""
+    settings = cfg.dst_settings()
+    dynamic_sparse.check_steps(settings, cfg.train.epochs * -(-len(data.train_y) // cfg.train.batch_size))
+    return dynamic_sparse.for_run(settings, cfg.seed)
+
+
+def _moved(updater: dynamic_sparse.Updater | None, out: Path) -> dict[str, Any]:
+    """After training with a moving mask: ``masks-final.safetensors`` and the Result's ``dst`` record."""
+    if updater is None:
+        return {}
+    check(updater.final_masks is not None, "the DST updater saw no training; train the run with its callbacks")
+    Masks(updater.final_masks).save(out / MASKS_FINAL_FILE)
+    return {"dst": updater.summary()}
 
 
 def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,

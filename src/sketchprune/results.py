@@ -5,6 +5,8 @@ A run folder holds, in the order a run writes them:
 * ``config.json``: the run's settings and their hash, first: the folder belongs to that config;
 * ``masks.safetensors``: the masks (``structure=weights``), and ``start.safetensors``: the weights
   training starts from when the method rewound them (``imp``);
+* ``masks-final.safetensors``: the masks at the end of training, when they moved (``dst``, not
+  ``static``: :mod:`sketchprune.dst`); ``masks.safetensors`` stays the mask at the start;
 * ``units.json``: the kept units and the cost fractions (``structure=units``);
 * ``checkpoint.pt`` and ``metrics.jsonl``: written by training after every epoch (resume);
 * ``result.json``: the :class:`Result`, last and atomically: a folder with a readable
@@ -31,6 +33,7 @@ from sketchprune.errors import SketchpruneError
 CONFIG_FILE = "config.json"
 MASKS_FILE = "masks.safetensors"
 START_FILE = "start.safetensors"
+MASKS_FINAL_FILE = "masks-final.safetensors"
 UNITS_FILE = "units.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -49,9 +52,13 @@ class Result:
     left with nothing. ``diagnostics`` are the mask's readings at initialization
     (:func:`sketchprune.diagnostics.mask_diagnostics`; None for a structured run), ``auto``
     what ``mode=auto`` chose (else None), and ``params_fraction`` / ``macs_fraction`` the
-    pruned network's parameters and MACs over the dense one's. Times are in seconds from the
-    start of the run: ``prune_seconds`` until training began, ``wall_seconds`` in all. Results
-    written before diagnostics and costs were recorded lack those four keys: they read as None.
+    pruned network's parameters and MACs over the dense one's. ``dst`` records how a moving mask
+    moved (:meth:`sketchprune.dst.Updater.summary`: updates, weights grown, grown weights dropped
+    again, per layer the fraction of the starting mask no longer kept and the final density); a
+    run whose mask stayed (``dst=static``) has no ``dst`` key, so its record is as before. Times
+    are in seconds from the start of the run: ``prune_seconds`` until training began,
+    ``wall_seconds`` in all. Results written before diagnostics and costs were recorded lack those
+    four keys: they read as None.
     """
 
     config: dict[str, Any]
@@ -69,12 +76,17 @@ class Result:
     auto: dict[str, Any] | None = None
     params_fraction: float | None = None
     macs_fraction: float | None = None
+    dst: dict[str, Any] | None = None
     prune_seconds: float
     wall_seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as ``result.json`` holds it (a deep copy: changing it leaves the Result as it is)."""
-        return dataclasses.asdict(self)
+        """The record as ``result.json`` holds it (a deep copy: changing it leaves the Result as it is);
+        ``dst`` only when the mask moved."""
+        record = dataclasses.asdict(self)
+        if record["dst"] is None:
+            del record["dst"]
+        return record
 
     @classmethod
     def from_dict(cls, record: Any, source: str = "result") -> Result:
@@ -114,8 +126,8 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "config": (dict,), "hash": (str,), "compression": _NUMBER, "final_test_acc": _NUMBER,
     "best_test_acc": _NUMBER, "final_train_loss": _NUMBER, "kept": (int,), "total": (int,),
     "density_actual": _NUMBER, "collapsed": (list,), "layer_density": (dict,), "diagnostics": (dict,),
-    "auto": (dict,), "params_fraction": _NUMBER, "macs_fraction": _NUMBER, "prune_seconds": _NUMBER,
-    "wall_seconds": _NUMBER,
+    "auto": (dict,), "params_fraction": _NUMBER, "macs_fraction": _NUMBER, "dst": (dict,),
+    "prune_seconds": _NUMBER, "wall_seconds": _NUMBER,
 }
 assert set(_KINDS) == {f.name for f in dataclasses.fields(Result)}
 _ABSENT = object()

@@ -94,7 +94,7 @@ def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
             cfg = make_config(_own_options(values))
             if cfg not in runs:
                 runs.append(cfg)
-    methods_used = {c.method for c in runs}
+    methods_used = {c.method for c in runs} | {c.dst for c in runs}  # a DST updater's options count as used too
     for key in list(fixed) + axes_used:
         owner = registry.option_owner(key)
         check(owner is None or owner in methods_used,
@@ -103,9 +103,13 @@ def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
 
 
 def _own_options(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` without the options of methods other than the run's own."""
-    method = values.get("method", RunConfig.method)
-    return {k: v for k, v in values.items() if registry.option_owner(k) in (None, method)}
+    """``values`` without the options of methods other than the run's own and its DST updater's, and
+    without the DST settings its updater does not take (a static run takes no schedule)."""
+    from sketchprune import dst as dynamic_sparse
+
+    method, dst = values.get("method", RunConfig.method), values.get("dst", RunConfig.dst)
+    unused = dynamic_sparse.unused_settings(dst) if dst in dynamic_sparse.names() else ()
+    return {k: v for k, v in values.items() if registry.option_owner(k) in (None, method, dst) and k not in unused}
 
 
 def default_spec(*, dataset: str = "mnist1d", model: str = "conv1d", methods: str = "random,magnitude,snip,grasp,synflow",

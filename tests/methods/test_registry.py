@@ -25,7 +25,8 @@ def test_every_builtin_method_describes_itself():
     assert set(BUILTIN) <= set(methods.names())
     for name in BUILTIN:
         m = methods.get(name)
-        assert m.description.strip() and m.kind in registry.KINDS and m.data in registry.DATA and m.forms
+        assert m.description.strip() and m.kind in (*registry.KINDS, "update") and m.data in registry.DATA \
+            and m.forms  # update: the DST updaters' runner (sketchprune.dst)
         assert dataclasses.is_dataclass(m.options) and m.options.__dataclass_params__.frozen
         for f in m.option_fields():
             assert help_of(f), f"{name}.{f.name} has no help line"

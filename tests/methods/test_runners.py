@@ -20,8 +20,9 @@ def _net() -> nn.Module:
 def test_every_method_has_one_runner_and_its_kind():
     for name in methods.names("weights"):
         m = methods.get(name)
-        assert m.runner.kind == m.kind and m.kind in ("score", "mask", "train")
-        assert m.runner.gives_scores == (m.kind == "score") and m.runner.needs_trainer == (m.kind == "train")
+        assert m.runner.kind == m.kind and m.kind in ("score", "mask", "train", "update")  # update: sketchprune.dst
+        assert m.runner.gives_scores == (m.kind == "score")
+        assert m.runner.needs_trainer == (m.kind in ("train", "update"))
 
 
 SCORE_METHODS = ["ntk_sap", "px", "prospr", "force", "iterative_snip"]
