@@ -462,3 +462,37 @@ def test_an_nm_pattern_that_is_not_one_is_refused(bad):
 
     with pytest.raises(SketchpruneError, match="nm must look like 2:4"):
         make_config({"nm": bad})
+
+
+# ---- the CLI's thread policy (under load) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, environ, cores, load, expected", [
+    ("1", {}, 2, 0.0, 1), ("4", {}, 2, 7.0, 4), ("torch", {}, 2, 7.0, None),
+    ("auto", {}, 2, 7.0, 1), ("auto", {}, 2, 0.2, 2), ("auto", {}, 16, 0.3, 16), ("auto", {}, 8, 3.4, 5),
+    (None, {}, 2, 7.0, 1), (None, {"OMP_NUM_THREADS": "2"}, 2, 7.0, None),
+    (None, {"SKETCHPRUNE_THREADS": "3", "OMP_NUM_THREADS": "2"}, 2, 7.0, 3), (" Auto ", {}, 4, 1.0, 3),
+])
+def test_thread_count(setting, environ, cores, load, expected):
+    from sketchprune.cli import thread_count
+
+    assert thread_count(setting, environ, cores=cores, load=load) == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_a_bad_thread_count_is_one_line(bad, cli_error):
+    assert main(["--threads", bad, "methods", "--json"]) == 2
+    assert "must be a number >= 1, auto or torch" in cli_error()
+
+
+def test_the_thread_setting_applies_at_the_command_line_only(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "1", "methods", "--json"]) == 0
+        assert torch.get_num_threads() == 1
+        import sketchprune  # noqa: F401  (importing the library changes nothing)
+
+        torch.set_num_threads(2)
+        prune(nn.Sequential(nn.Linear(6, 3)), "magnitude", 0.5)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

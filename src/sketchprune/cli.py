@@ -40,11 +40,57 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+THREADS_ENV = "SKETCHPRUNE_THREADS"
+THREADS_HELP = ("CPU threads of torch: N, auto (the default: the cores this process may use less the load other "
+                "processes keep on them, at least 1; benchmarks/bench_load.py) or torch (torch's own default, as "
+                f"when OMP_NUM_THREADS is set). Also ${THREADS_ENV}.")
+
+
+def thread_count(setting: str | None, environ: Any = None, cores: int | None = None,
+                 load: float | None = None) -> int | None:
+    """The number of CPU threads a command gives torch, or None to leave torch's default: ``setting``
+    (``--threads``), else ``$SKETCHPRUNE_THREADS``, else torch's default when ``OMP_NUM_THREADS`` or
+    ``MKL_NUM_THREADS`` is set (the user chose), else ``auto``: the usable cores less the 1-minute
+    load average (what other processes keep busy), rounded, at least 1. Under load, threads that
+    wait on each other's descheduled siblings make every parallel kernel slow; one thread per free
+    core does not (``benchmarks/bench_load.py``)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    value = setting if setting is not None else environ.get(THREADS_ENV)
+    if value is None:
+        if environ.get("OMP_NUM_THREADS") or environ.get("MKL_NUM_THREADS"):
+            return None
+        value = "auto"
+    value = str(value).strip().lower()
+    if value == "torch":
+        return None
+    if value == "auto":
+        cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        load = load if load is not None else (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+        return max(1, min(cores, int(cores - load + 0.5)))
+    check(value.isdecimal() and int(value) >= 1,
+          f"--threads (or ${THREADS_ENV}) must be a number >= 1, auto or torch, got {value!r}")
+    return int(value)
+
+
+def _use_threads(setting: str | None) -> None:
+    n = thread_count(setting)
+    if n is not None:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    threads: Optional[str] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """sketchprune command line."""
+    _use_threads(threads)
 
 
 def out_json_params(default_out: str) -> list[inspect.Parameter]:
