@@ -299,3 +299,182 @@ def test_masks_save_to_a_folder_or_with_non_json_metadata_is_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
     back = Masks.load(masks.save(tmp_path / "m.safetensors"))
     assert back.counts() == {"w": (1, 2)} and back.meta == {"method": "x"}
+
+
+# ---- damaged run-folder files of every kind: one line, or a run whose result is the undamaged one's -------
+
+def _damages(original: bytes) -> dict[str, bytes]:
+    middle = len(original) // 2
+    return {"empty": b"", "truncated": original[:middle], "garbage": b"\x00\xff garbage \xfe" * 3,
+            "json-object": b"{}", "json-list": b"[1, 2]",
+            "flipped": original[:middle] + bytes([original[middle] ^ 0xFF]) + original[middle + 1:]
+            if original else b"x"}
+
+
+RUN_KINDS = {  # a finished run of each kind, and the files it holds
+    "weights": [], "imp": ["--method", "imp", "--imp-fraction", "0.5", "--imp-rewind-steps", "2"],
+    "units": ["--structure", "units", "--method", "l1"],
+}
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("finished")
+    for kind, extra in RUN_KINDS.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["train", *SMALL_RUN, *extra, "--out", str(root / kind), "--json"]) == 0
+    return root
+
+
+FOLDER_FILES = [(kind, name) for kind, names in {
+    "weights": ["config.json", "masks.safetensors", "checkpoint.pt", "metrics.jsonl", "result.json"],
+    "imp": ["start.safetensors", "masks.safetensors", "imp-level-0/checkpoint.pt"],
+    "units": ["units.json", "checkpoint.pt", "metrics.jsonl", "config.json"],
+}.items() for name in names]
+
+
+@pytest.mark.parametrize("kind, name", FOLDER_FILES)
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "json-object", "json-list", "flipped"])
+def test_a_damaged_run_folder_file_is_one_line_or_the_run_is_whole(kind, name, damage, finished_runs, tmp_path,
+                                                                  capsys):
+    import json
+    import shutil
+
+    from sketchprune.results import load_result
+
+    ref = finished_runs / kind
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    if name != "result.json":
+        (run / "result.json").unlink()  # an unfinished run: the file is read when it resumes
+    target = run / name
+    target.write_bytes(_damages(target.read_bytes())[damage])
+    capsys.readouterr()
+    rc = main(["train", *SMALL_RUN, *RUN_KINDS[kind], "--out", str(run), "--json"])
+    captured = capsys.readouterr()
+    if rc == 2:
+        err = [line for line in captured.err.strip().splitlines() if not line.startswith("warning:")]
+        assert len(err) == 1 and err[0].startswith("error: ") and (name.split("/")[-1] in err[0] or
+                                                                   str(run) in err[0]), captured.err
+        return
+    assert rc == 0, captured.err
+    # accepted: the run is whole again and its result is the undamaged run's (the same masks and counts)
+    got, want = load_result(run / "result.json"), load_result(ref / "result.json")
+    assert (got.hash, got.kept, got.total, got.layer_density) == (want.hash, want.kept, want.total,
+                                                                 want.layer_density)
+    lines = (run / "metrics.jsonl").read_text().strip().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
+    if kind == "units":
+        assert json.loads((run / "units.json").read_text()) == json.loads((ref / "units.json").read_text())
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "json-object", "json-list"])
+def test_a_damaged_error_json_is_a_failed_run_that_retry_reruns(damage, tmp_path, capsys):
+    import json
+
+    from sketchprune.results import status
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"fixed": {"model": "mlp", "dataset": "digits", "model_options": {"width": 8},
+                                              "train.epochs": 1}, "grid": {"density": [0.5]}}))
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--out", str(out), "--json"]) == 0
+    (run,) = (out / "runs").iterdir()
+    (run / "result.json").unlink()
+    (run / "error.json").write_bytes(_damages(b'{"error": "x"}')[damage])
+    assert status(run) == "failed"
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--out", str(out), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["failed_earlier"] == 1
+    assert main(["sweep", str(spec), "--out", str(out), "--json", "--retry-failed"]) == 0
+    assert status(run) == "done" and not (run / "error.json").exists()
+
+
+# ---- zero-size shapes: refused in one line, or masks with the exact budget -------------------------------
+
+@SETTINGS
+@given(widths=st.tuples(st.integers(0, 3), st.integers(0, 3)), samples=st.integers(0, 3),
+       method=st.sampled_from(["random", "magnitude", "snip", "synflow", "grasp", "sketch", "lamp", "smart_ratio"]),
+       scope=st.sampled_from(["global", "layer", "erk"]), density=st.sampled_from([0.5, 1.0, 0.01]))
+def test_prune_with_zero_size_layers_or_batches(widths, samples, method, scope, density):
+    torch.manual_seed(0)
+    a, b = widths
+    model = nn.Sequential(nn.Linear(6, a), nn.ReLU(), nn.Linear(a, b), nn.ReLU(), nn.Linear(b, 3))
+    data = [(torch.randn(samples, 6), torch.arange(samples) % 3)]
+    got = refused_in_one_line(lambda: prune(model, method, density, scope=scope, data=data))
+    if got is REFUSED:
+        return
+    params = dict(model.named_parameters())
+    assert all(m.dtype == torch.bool and m.shape == params[n].shape for n, m in got.items())
+    kept, total = sum(k for k, _ in got.counts().values()), sum(t for _, t in got.counts().values())
+    assert total == sum(p.numel() for n, p in params.items() if n.endswith("weight"))
+    if scope == "global":
+        assert kept == round(density * total)
+    assert 1 <= kept <= total
+
+
+@pytest.mark.parametrize("rows, cols", [(0, 5), (5, 0), (0, 0)])
+def test_select_on_zero_size_scores(rows, cols):
+    scores = {"empty": torch.rand(rows, cols), "full": torch.rand(4, 3)}
+    for scope in ("global", "layer"):
+        got = refused_in_one_line(lambda: select(scores, 0.5, scope=scope))
+        assert got is not REFUSED
+        assert got["empty"].shape == (rows, cols) and got["empty"].dtype == torch.bool
+        assert int(got["full"].sum()) == 6
+
+
+# ---- model outputs of every shape: refused in one line that names the output, or exact masks -------------
+
+OUTPUTS = {
+    "logits": lambda h: h, "flat": lambda h: h.sum(1), "sequence": lambda h: h.unsqueeze(-1).expand(-1, -1, 4),
+    "scalar": lambda h: h.sum(), "tuple": lambda h: (h, h.sum()), "list": lambda h: [h], "dict": lambda h: {"y": h},
+    "none": lambda h: None, "int": lambda h: 3,
+}
+
+
+class Shaped(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind, self.a, self.b = kind, nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return OUTPUTS[self.kind](self.b(torch.relu(self.a(x))))
+
+
+@pytest.mark.parametrize("kind", sorted(OUTPUTS))
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "sketch", "px", "ntk", "ntk_sap", "prospr",
+                                    "force", "phew", "magnitude"])
+def test_model_outputs_of_every_shape(kind, method):
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(2)), torch.arange(8) % 3
+    got = refused_in_one_line(lambda: prune(Shaped(kind), method, 0.25, data=[(x, y)], input_shape=(6,)))
+    if got is REFUSED:
+        if kind in ("tuple", "list", "dict", "none", "int") and method not in ("phew", "magnitude"):
+            with pytest.raises(SketchpruneError, match=f"returns a {type(OUTPUTS[kind](torch.zeros(1, 3))).__name__}"):
+                prune(Shaped(kind), method, 0.25, data=[(x, y)], input_shape=(6,))
+        return
+    assert got.counts().keys() == {"a.weight", "b.weight"}
+    assert sum(k for k, _ in got.counts().values()) == 18  # a quarter of 48 + 24, exactly
+    assert all(m.dtype == torch.bool for m in got.values())
+
+
+def test_a_mask_file_with_a_changed_data_byte_is_refused(tmp_path):
+    from sketchprune import Masks
+    from sketchprune.atomic import read_safetensors, write_safetensors
+
+    masks = Masks({"a": torch.tensor([True, False, False, True]), "b": torch.zeros(2, 2, dtype=torch.bool)})
+    path = masks.save(tmp_path / "m.safetensors")
+    raw = bytearray(path.read_bytes())
+    for i in range(1, 9):  # every data byte (the data is the file's end), one at a time
+        changed = bytearray(raw)
+        changed[-i] = 1 - changed[-i] if changed[-i] in (0, 1) else 0
+        (tmp_path / "c.safetensors").write_bytes(bytes(changed))
+        with pytest.raises(SketchpruneError, match="digest differs"):
+            Masks.load(tmp_path / "c.safetensors")
+    tensors, meta = read_safetensors(path, fix="-")
+    del meta["sha256"]  # a file written before the digest: read as it is
+    write_safetensors(tmp_path / "old.safetensors", tensors, meta)
+    assert Masks.load(tmp_path / "old.safetensors").counts() == {"a": (2, 4), "b": (0, 4)}

@@ -55,11 +55,12 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[s
     ``d_l ∝ sum(shape_l) / prod(shape_l)``, scaled to hit the budget; layers that would exceed 1
     are made dense and the rest re-scaled.
     """
-    names = list(shapes)
+    names = [n for n in shapes if math.prod(shapes[n])]  # an empty layer keeps nothing: density 1 of 0
     sizes = [math.prod(shapes[n]) for n in names]
     raw = [sum(shapes[n]) / math.prod(shapes[n]) for n in names]
     eps, dense = capped_proportional(sizes, raw, density * sum(sizes))
-    return {n: 1.0 if i in dense else eps * raw[i] for i, n in enumerate(names)}
+    out = {n: 1.0 if i in dense else eps * raw[i] for i, n in enumerate(names)}
+    return {n: out.get(n, 1.0) for n in shapes}
 
 
 def budgets(params: Mapping[str, Tensor], density: float, scope: str) -> Budget:
@@ -68,4 +69,4 @@ def budgets(params: Mapping[str, Tensor], density: float, scope: str) -> Budget:
         return budget(density, sum(p.numel() for p in params.values()))
     dens = (erk_densities({n: tuple(p.shape) for n, p in params.items()}, density) if scope == "erk"
             else {n: density for n in params})
-    return {n: max(1, budget(dens[n], p.numel())) for n, p in params.items()}
+    return {n: max(1, budget(dens[n], p.numel())) if p.numel() else 0 for n, p in params.items()}

@@ -188,6 +188,7 @@ class Masks(Mapping[str, Tensor]):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "shapes": json.dumps({n: list(m.shape) for n, m in self._masks.items()}),
+            "sha256": _digest(self._masks),
             "user": user_json,
         }
         return write_safetensors(path, self._masks, meta)
@@ -210,6 +211,9 @@ class Masks(Mapping[str, Tensor]):
                                            "holds; write it again with Masks.save")
         for n, t in tensors.items():
             check(list(t.shape) == shapes.get(n), f"{path} is corrupt: shape of {n!r} disagrees with its header")
+        check(meta.get("sha256") in (None, _digest(tensors)),  # files written before the digest have none
+              f"mask file {path} is corrupt: its masks are not the ones it was written with (their digest "
+              "differs); write it again with Masks.save")
         return cls(tensors, meta=_json_object(meta, "user", path))
 
     @staticmethod
@@ -219,6 +223,18 @@ class Masks(Mapping[str, Tensor]):
         check(path.is_file(), f"mask file {path} does not exist; write one with `sketchprune prune --out DIR`")
         meta = read_safetensors(path, what="mask file", fix="write it again with Masks.save", tensors=False)[1]
         return _json_object(meta, "user", path)
+
+
+def _digest(masks: Mapping[str, Tensor]) -> str:
+    """sha256 of the masks' names, shapes and bytes (in name order): a changed byte is a changed digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        m = masks[name].detach().to("cpu").contiguous()
+        h.update(json.dumps([name, list(m.shape), str(m.dtype)]).encode())
+        h.update(m.view(torch.uint8).numpy().tobytes() if m.dtype == torch.bool else m.numpy().tobytes())
+    return h.hexdigest()
 
 
 def _json_object(meta: Mapping[str, str], key: str, path: Path) -> dict[str, Any]:

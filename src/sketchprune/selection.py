@@ -82,6 +82,8 @@ def select(
     out = {n: torch.zeros(named[n].shape, dtype=torch.bool, device=named[n].device) for n in names}
     for group in groups:
         total = sum(named[n].numel() for n in group)
+        if total == 0:  # an empty tensor under scope="layer": nothing to keep (its mask is empty)
+            continue
         k = budget(dens[group[0]], total)
         check(
             k >= 1,

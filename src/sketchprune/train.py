@@ -291,6 +291,10 @@ class Metrics(Callback):
     def on_epoch_end(self, state: TrainState) -> None:
         write_text(self.path, "".join(json.dumps(h) + "\n" for h in state.history))
 
+    def on_end(self, state: TrainState) -> None:
+        if state.history:  # a run resumed with no epoch left writes its rows too (a damaged file is whole again)
+            self.on_epoch_end(state)
+
 
 class Progress(Callback):
     """A tqdm progress bar over the epochs, with the last test accuracy."""
