@@ -6,6 +6,7 @@ structured pruning budgets by them (``keep_by=params`` / ``macs``).
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.hooks import forward_hooks
-from sketchprune.layers import CONV_LAYERS, weight_layers, weight_name
+from sketchprune.layers import ATTENTION_LAYERS, CONV_LAYERS, example_input, weight_layers, weight_name
 
 
 def costs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, Tensor] | None = None) -> dict[str, float]:
@@ -21,11 +22,14 @@ def costs(model: nn.Module, input_shape: tuple[int, ...], masks: dict[str, Tenso
     a sparse layer's MACs scaled by its density)."""
     import torch_pruning as tp
 
-    example = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    if masks is None:
-        return {"params": float(params), "macs": float(macs)}
-    layer_macs = _layer_macs(model, example)
+    from sketchprune.pruning.state import math_attention
+
+    example = example_input(model, input_shape, next(model.parameters()).device)
+    with math_attention():  # attention layers run their submodules (no fused fast path)
+        macs, params = tp.utils.count_ops_and_params(model, example)
+        if masks is None:
+            return {"params": float(params), "macs": float(macs)}
+        layer_macs = _layer_macs(model, example)
     named = dict(model.named_parameters())
     dropped_params = sum(m.numel() - int(m.sum()) for m in masks.values())
     dropped_macs = sum(layer_macs.get(n, 0.0) * (1 - float(m.float().mean())) for n, m in masks.items() if n in named)
@@ -38,21 +42,48 @@ def cost_fractions(pruned: dict[str, float], dense: dict[str, float]) -> dict[st
 
 
 def _layer_macs(model: nn.Module, example: Tensor, per_module: bool = False) -> dict:
-    """Multiply-accumulates of each Linear/Conv layer on ``example``, by parameter name (``.weight``)
-    or by module."""
+    """Multiply-accumulates of each Linear/Conv layer and attention projection on ``example`` (one
+    input), by parameter name or by module (an attention layer's input projections under the
+    attention module)."""
     macs: dict[Any, float] = {}
+    by_name: dict[str, float] = {}
+    names = {m: n for n, m in model.named_modules()}
 
     def count(module, inputs, output) -> None:
         w = module.weight
-        positions = output[0, 0].numel() if isinstance(module, CONV_LAYERS) else 1
+        if isinstance(module, CONV_LAYERS):
+            positions = output[0, 0].numel()
+        else:  # a Linear: once per position of a sequence (once for a vector)
+            positions = output[0].numel() // w.shape[0]
         macs[module] = float(w.numel() * positions)
+        by_name[weight_name(names[module])] = macs[module]
 
-    with forward_hooks(weight_layers(model), count), torch.no_grad():
-        model(example)
+    def count_attention(module, args, kwargs, output) -> None:
+        # the projections of q, k and v run once per position of the query, key and value; the output
+        # projection (a Linear that the attention applies as a tensor) once per query position
+        a = inspect.signature(type(module).forward).bind(module, *args, **kwargs).arguments
+        query, key, value = (a[k] for k in ("query", "key", "value"))
+        positions = [t.numel() // t.shape[-1] for t in (query, key, value)]
+        E, mname = module.embed_dim, names[module]
+        inputs = [(f"{mname}.in_proj_weight", module.in_proj_weight)] * 3 if module._qkv_same_embed_dim else [
+            (f"{mname}.{k}", getattr(module, k)) for k in ("q_proj_weight", "k_proj_weight", "v_proj_weight")]
+        for (name, w), n in zip(inputs, positions):
+            by_name[name] = by_name.get(name, 0.0) + float(E * (w.shape[1]) * n)
+        macs[module] = sum(float(E * w.shape[1] * n) for (_, w), n in zip(inputs, positions))
+        macs[module.out_proj] = float(module.out_proj.weight.numel() * positions[0])
+        by_name[f"{mname}.out_proj.weight"] = macs[module.out_proj]
+
+    attention = [m for m in model.modules() if isinstance(m, ATTENTION_LAYERS)]
+    handles = [m.register_forward_hook(count_attention, with_kwargs=True) for m in attention]
+    try:
+        with forward_hooks(weight_layers(model), count), torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
     if per_module:
         return defaultdict(float, macs)
-    names = {m: n for n, m in model.named_modules()}
-    return {weight_name(names[m]): v for m, v in macs.items()}
+    return by_name
 
 
 __all__ = ["cost_fractions", "costs"]

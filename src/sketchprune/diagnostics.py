@@ -3,9 +3,10 @@
 * ``min_layer_density``: the smallest kept fraction of any layer (0 = layer collapse);
 * ``connected``: no layer collapsed and at least one input-to-output path survives;
 * ``log10_paths``: log10 of the number of input-to-output paths through kept weights (the
-  network's output on an all-ones input with every kept weight one, every other parameter at
-  its absolute value and the biases zero, in eval mode: a path count for Linear layers, and a
-  count weighted by the kernel positions' overlap for convolutions);
+  network's output on an all-ones input, or all-ones at a token model's embedding output, with
+  every kept weight one, every other parameter at its absolute value and the biases zero, in eval
+  mode: a path count for Linear layers, and a count weighted by the kernel positions' overlap for
+  convolutions; attention and norms make it a flow, not a count);
 * ``log10_flow``: log10 of SynFlow's ``R`` of the masked network, the same with the kept weights
   at ``|theta|`` instead of one (the "synaptic flow" the mask lets through).
 
@@ -47,7 +48,10 @@ def _log10_output(model: nn.Module, masks: Mapping[str, Tensor], input_shape: tu
             p.copy_(keep if unit else p * keep)
         elif name.endswith("bias"):
             p.zero_()
-    R = float(synaptic_flow(net, input_shape))
+    from sketchprune.pruning.state import math_attention
+
+    with math_attention():  # a token model's ones enter after its embedding (synaptic_flow)
+        R = float(synaptic_flow(net, input_shape))
     if not math.isfinite(R):
         return None
     return math.log10(R) if R > 0 else -math.inf

@@ -58,8 +58,11 @@ def reduce(group, per_layer: Callable[[nn.Module, list[int], bool], Tensor | Non
     return total
 
 
-def channel_sum(t: Tensor) -> Tensor:
-    """``t`` summed over the batch and positions, in float64: one value per feature / channel (dim 1)."""
+def channel_sum(t: Tensor, layer: nn.Module | None = None) -> Tensor:
+    """``t`` (a ``layer``'s input or output) summed over the batch and positions, in float64: one value
+    per channel (dim 1), or per feature (the last dim) for a Linear layer that sees a sequence."""
+    if isinstance(layer, nn.Linear) and t.dim() > 2:
+        return t.double().reshape(-1, t.shape[-1]).sum(0)
     return t.double().sum([0, *range(2, t.dim())])
 
 
@@ -84,6 +87,6 @@ def gate_saliency(net: nn.Module, groups: list, objective: Callable[[nn.Module],
         for value in objective(work):
             value.backward()
             for m, o in outs.items():  # sum g * dL/dg of a gate on each output unit, g = 1
-                saliency[m] = saliency.get(m, 0) + channel_sum(o.detach() * o.grad)
+                saliency[m] = saliency.get(m, 0) + channel_sum(o.detach() * o.grad, m)
     return [reduce(g, lambda layer, idxs, out: saliency[mods[layer]].abs().cpu()[idxs] if out else None)
             for g in groups]

@@ -91,13 +91,14 @@ def test_unknown_layers_are_named_and_can_be_included_or_excluded():
     with pytest.warns(UnprunedWarning) as record:
         m = prune(model, "magnitude", 0.5)
     message = str(record[0].message)
-    assert "attn.in_proj_weight (MultiheadAttention)" in message and "raw (Odd)" in message and "include=" in message
-    assert "attn.in_proj_weight" not in m
+    assert "raw (Odd)" in message and "include=" in message and "attn" not in message  # attention is known
+    assert "attn.in_proj_weight" in m and "raw" not in m  # its input projection is a weight by default
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnprunedWarning)
-        m = prune(model, "magnitude", 0.5, include=("attn.in_proj_weight", "raw"))
-        assert {"attn.in_proj_weight", "raw", "fc.weight"} <= set(m)
-        prune(model, "magnitude", 0.5, exclude=("attn.in_proj_weight", "raw"))
+        m = prune(model, "magnitude", 0.5, include=("raw",))
+        assert {"attn.in_proj_weight", "attn.out_proj.weight", "raw", "fc.weight"} == set(m)
+        m = prune(model, "magnitude", 0.5, exclude=("attn.in_proj_weight", "raw"))
+        assert "attn.in_proj_weight" not in m
 
 
 def test_a_lazy_layer_is_a_one_line_error_naming_it():

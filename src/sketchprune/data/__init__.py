@@ -2,7 +2,8 @@
 
 Shipped or generated here: ``synthetic`` (Gaussian-mixture classification), ``mnist1d``
 (generated offline by the ``mnist1d`` package and cached as ``.npz``) and ``digits``
-(scikit-learn's 8x8 digits). Everything is held as tensors; see :class:`Dataset`.
+(scikit-learn's 8x8 digits); ``tokens`` (a synthetic next-token task of int64 token sequences, for
+token models: :mod:`sketchprune.data.tokens`). Everything is held as tensors; see :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sketchprune import config as cfgmod
-from sketchprune.data import download, files
+from sketchprune.data import download, files, tokens
 from sketchprune.errors import SketchpruneError, check
 
 
@@ -155,6 +156,14 @@ def _mnist1d_problem(arrays: list[np.ndarray], args: Any) -> str | None:
     return None
 
 
+def token_task(root: Path, download: bool, *, samples: int = 5000, vocab: int = 16, length: int = 16,
+               noise: float = 0.2) -> Dataset:
+    """``tokens``: ``samples`` sequences (4000 train / 1000 test) of ``length`` int64 token indices, the
+    next token the target (``vocab`` classes), generated here (:mod:`sketchprune.data.tokens`)."""
+    xtr, ytr, xte, yte = tokens.markov_tokens(samples=samples, vocab=vocab, length=length, noise=noise)
+    return Dataset("tokens", xtr, ytr, xte, yte, vocab)
+
+
 def _read_npz(path: Path, keys: tuple[str, ...]) -> list[np.ndarray] | None:
     """The arrays ``keys`` of a cached ``.npz``, or None when the file is damaged (then it is made again)."""
     try:
@@ -213,6 +222,7 @@ _LOADERS: dict[str, Callable[[Path, bool], Dataset]] = {
     "synthetic": synthetic,
     "digits": digits,
     "mnist1d": mnist1d,
+    "tokens": token_task,
     # md5 where that is what the publishers list; sha256 where it is known
     "mnist": _mnist_like("mnist", _MNIST_URL, {
         "train-images-idx3-ubyte": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from sketchprune.errors import SketchpruneError
+from sketchprune.layers import random_inputs, token_embedding
 from sketchprune.losses import task_loss
 from sketchprune.methods.registry import Method, needs_data
 
@@ -86,10 +87,11 @@ class Context:
         return tuple(self.input_shape)
 
     def inputs(self, samples: int) -> Tensor:
-        """The data's inputs, or ``samples`` standard Gaussian inputs of the input shape (data-free)."""
+        """The data's inputs, or ``samples`` random inputs of the input shape (data-free): standard
+        Gaussian, or uniform token indices for a token model (:func:`sketchprune.layers.random_inputs`)."""
         if self.data:
             return torch.cat([x for x, _ in self.batches()])
-        return torch.randn((samples, *self.shape()), generator=self.generator).to(self.device)
+        return random_inputs(self.model, self.shape(), samples, self.generator, self.device)
 
     def loss_grads(self, loss: Callable[[Tensor, Tensor], Tensor] | None = None,
                    batches: list[tuple[Tensor, Tensor]] | None = None) -> Scores:
@@ -120,6 +122,10 @@ class UnitContext:
     generator: torch.Generator
     data: list[tuple[Tensor, Tensor]] | None = None
     input_shape: tuple[int, ...] | None = None
+    keep: float = 1.0
+    """The ``keep`` fraction ``prune_units`` was asked for (of units; of params or MACs with ``keep_by``)."""
+    trainer: Any = None
+    """A :class:`sketchprune.experiment.Trainer` for unit methods that train (``early_bird``)."""
 
     @property
     def device(self) -> torch.device:
@@ -153,5 +159,17 @@ def make_absolute(model: nn.Module) -> nn.Module:
 
 def synaptic_flow(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Tensor:
     """``R = 1^T f(1)``: the sum of ``model``'s output on one all-ones input. On a network made
-    absolute (:func:`make_absolute`) it is SynFlow's synaptic flow ``R = 1^T f_|theta|(1)``."""
-    return model(torch.ones((1, *input_shape), dtype=dtype, device=next(model.parameters()).device)).sum()
+    absolute (:func:`make_absolute`) it is SynFlow's synaptic flow ``R = 1^T f_|theta|(1)``.
+
+    A token model (its first layer an ``Embedding``, :func:`sketchprune.layers.token_embedding`) has
+    no input to fill with ones: the ones enter after the embedding (token 0 goes in, and the
+    embedding's output is replaced by ones), so the flow runs through every layer that follows."""
+    device = next(model.parameters()).device
+    embedding = token_embedding(model)
+    if embedding is None:
+        return model(torch.ones((1, *input_shape), dtype=dtype, device=device)).sum()
+    handle = embedding.register_forward_hook(lambda module, args, out: torch.ones_like(out))
+    try:
+        return model(torch.zeros((1, *input_shape), dtype=torch.long, device=device)).sum()
+    finally:
+        handle.remove()

@@ -5,10 +5,10 @@ summed signed over the round's re-draws ``r`` before the absolute value is taken
 
     J = sum_x || f(x; m * theta) - f(x; m * (theta + eps * z)) ||^2,
 
-a finite-difference estimate of the NTK trace, on standard Gaussian inputs ``x``, a Gaussian
-perturbation ``z``, and weights ``theta`` re-drawn from the initialization for every batch
-(``ntk_sap_redraws`` per round, 20 rounds by default): the mask depends on the architecture and
-the current mask only, never on the data or the weight values.
+a finite-difference estimate of the NTK trace, on standard Gaussian inputs ``x`` (uniform random
+tokens for a token model), a Gaussian perturbation ``z``, and weights ``theta`` re-drawn from the
+initialization for every batch (``ntk_sap_redraws`` per round, 20 rounds by default): the mask
+depends on the architecture and the current mask only, never on the data or the weight values.
 
 Checked against YiteWang/NTK-SAP (``Pruners/pruners.py``, class ``NTKSAP``, commit e23682b) and its
 ``scripts/run.sh`` (``--prune-epochs 20 --ntksap_R 5 --prune-train-mode True``, epsilon 0.01,
@@ -33,6 +33,7 @@ from torch import nn
 
 from sketchprune.config import setting
 from sketchprune.errors import check
+from sketchprune.layers import random_inputs
 from sketchprune.methods.context import Context, Scores
 from sketchprune.methods.registry import register
 
@@ -71,7 +72,7 @@ def ntk_sap(ctx: Context) -> Scores:
         theta = {n: params[n].detach() for n in names}
         masks = {n: current[n].to(theta[n].dtype).requires_grad_(True) for n in names}
         z = {n: torch.randn(theta[n].shape, generator=ctx.generator).to(theta[n]) for n in names}
-        x = torch.randn((o.ntk_sap_samples, *shape), generator=ctx.generator).to(ctx.device)
+        x = random_inputs(scratch, shape, o.ntk_sap_samples, ctx.generator, ctx.device)  # tokens for a token model
         plain = {n: masks[n] * theta[n] for n in names}
         perturbed = {n: masks[n] * (theta[n] + o.ntk_sap_epsilon * z[n]) for n in names}
         with torch.no_grad():  # batch-norm statistics of this random batch (momentum 1: exactly them)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sketchprune.layers import WEIGHT_LAYERS
+from sketchprune.layers import ATTENTION_LAYERS, WEIGHT_LAYERS
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.methods.context import Context
 from sketchprune.methods.registry import register
@@ -183,6 +183,11 @@ def walk_graph(model: nn.Module, names: list[str]) -> list[Layer]:
     input / output) each one's units connect to, from the ``torch.fx`` graph."""
     import torch.fx
 
+    attention = next((f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, ATTENTION_LAYERS)),
+                     None)
+    check(attention is None, f"phew walks units along chains and residual networks of Linear/Conv layers; attention "
+                             f"({attention}) mixes the positions of a sequence, and a walk cannot follow a unit "
+                             "through it: use another method")
     try:
         traced = torch.fx.symbolic_trace(model)
     except Exception as e:
@@ -203,8 +208,7 @@ def walk_graph(model: nn.Module, names: list[str]) -> list[Layer]:
             layers.append(Layer(f"{node.target}.weight", w.reshape(w.shape[0], w.shape[1], -1)))
     missing = sorted(wanted - {L.name for L in layers})
     if missing:
-        raise SketchpruneError(f"phew walks Linear/Conv weights; {missing[0]} is not one (drop include_bias, "
-                               "include_norm or include=)")
+        raise SketchpruneError(_not_walked(model, missing[0], modules))
     for node, i in index.items():
         for target, factor in _reach(node, index, modules, layers, downstream=True):
             layers[i].succ.append((target, factor))
@@ -217,6 +221,19 @@ def walk_graph(model: nn.Module, names: list[str]) -> list[Layer]:
     check(any(None in [t for t, _ in L.pred] for L in layers) and any(None in [t for t, _ in L.succ] for L in layers),
           "phew found no path from the input to the output through the prunable layers")
     return layers
+
+
+def _not_walked(model: nn.Module, name: str, traced_modules: dict) -> str:
+    """Why the prunable tensor ``name`` is not a layer of the walk graph."""
+    module_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(module_name)
+    if isinstance(owner, WEIGHT_LAYERS) and attr == "weight":
+        inside = next((f"{n} ({type(m).__name__})" for n, m in traced_modules.items()
+                       if n and module_name.startswith(f"{n}.")), None)
+        where = f"it runs inside {inside}, which torch.fx traces as one call" if inside else "it is never called"
+        return f"phew found no call of layer {module_name} in the model's traced graph ({where}); use another method"
+    return (f"phew walks the weights of Linear/Conv layers; {name} is the {attr} of a {type(owner).__name__} "
+            "(drop include_bias, include_norm or include=)")
 
 
 def _passes(node, modules) -> bool:

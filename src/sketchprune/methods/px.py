@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from sketchprune.config import setting
-from sketchprune.layers import WEIGHT_LAYERS, weight_name
+from sketchprune.layers import ATTENTION_LAYERS, WEIGHT_LAYERS, token_embedding, weight_name
 from sketchprune.errors import check
 from sketchprune.methods._conv_as_matmul import convs_as_matmuls
 from sketchprune.methods.context import Context, Scores
@@ -76,6 +76,7 @@ def px(ctx: Context) -> Scores:
     """``|dR/d(theta^2)| * theta^2`` (see the module docstring), on the current masked network."""
     st = ctx.memo
     if "path_kernel" not in st:
+        _check_path_network(ctx.model)
         st["path_kernel"] = copy.deepcopy(ctx.model).double()  # squared weights: float64 keeps deep nets finite
         st["path_activations"] = copy.deepcopy(ctx.model)
         st["x"] = balanced_inputs(ctx.batches(), ctx.options.px_examples_per_class)
@@ -125,6 +126,17 @@ def balanced_inputs(batches: list[tuple[Tensor, Tensor]], per_class: int) -> Ten
         return x
     keep = torch.cat([torch.nonzero(y == c).squeeze(1)[:per_class] for c in torch.unique(y)])
     return x[keep.sort().values]
+
+
+def _check_path_network(model: nn.Module) -> None:
+    """px's path kernel is that of a ReLU network fed features: refuse attention and token inputs."""
+    attention = next((f"{n} ({type(m).__name__})" for n, m in model.named_modules() if isinstance(m, ATTENTION_LAYERS)),
+                     None)
+    check(attention is None, f"px's path kernel splits a ReLU network of Linear/Conv layers into input-to-output "
+                             f"paths; attention ({attention}) multiplies activations by each other (softmax of "
+                             "products) and has no such paths: use another method")
+    check(token_embedding(model) is None, "px feeds the squared inputs through the network; a token model's inputs are "
+                                          "indices of an Embedding, with nothing to square: use another method")
 
 
 def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -136,16 +136,52 @@ def call(ctx: Context) -> Any:
         return ctx.method.fn(ctx)  # type: ignore[misc]
     except SketchpruneError:
         raise  # the method's own one-line error
-    except (RuntimeError, LookupError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
+    except (RuntimeError, LookupError, ValueError, TypeError, AttributeError, NotImplementedError,
+            AssertionError) as e:  # torch checks some shapes by assert (MultiheadAttention's width)
         why = _known_cause(ctx, e, returned)
         if why is None and isinstance(e, (TypeError, AttributeError, KeyError)):
             raise  # not the model's inputs: a bug to see whole
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        shape = f" with input shape {ctx.input_shape}" if ctx.input_shape else ""
-        raise SketchpruneError(why or f"method {name!r} failed{shape}: {type(e).__name__}: {first}; check that "
-                                      "the data or input_shape fit the model") from e
+        raise SketchpruneError(why or _unknown_cause(ctx, e)) from e
     finally:
         hook.remove()
+
+
+def _unknown_cause(ctx: Context, error: Exception) -> str:
+    """The message for a failure of unknown cause: the model is run once more on the inputs alone, to
+    tell an input that does not fit it from a method that does not fit the model."""
+    name = ctx.method.name
+    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    what = f"{type(error).__name__}: {first}"
+    shape = f" of shape {tuple(ctx.input_shape)}" if ctx.input_shape else ""
+    fails = _model_fails(ctx)
+    if fails is not None:
+        return (f"method {name!r} failed: the model itself fails on inputs{shape} ({fails}); check that the data or "
+                "input_shape fit the model")
+    kinds = sorted({type(m).__name__ for m in ctx.model.modules()
+                    if type(m).__module__.startswith("torch.nn") and any(True for _ in m.parameters(recurse=False))})
+    return (f"method {name!r} failed on this model ({what}); the model runs on inputs{shape}, so it is the method "
+            f"that does not handle a part of it (its layers: {', '.join(kinds) or 'none'}): use another method")
+
+
+def _model_fails(ctx: Context) -> str | None:
+    """Why the model fails on its inputs (a data batch, or random inputs of the input shape), or None
+    when it runs (the state the call changes is the scoring state's, put back by ``prune``)."""
+    from sketchprune.layers import random_inputs
+
+    try:
+        with torch.no_grad():
+            if ctx.data:
+                x = ctx.data[0][0][:2].to(ctx.device)
+            elif ctx.input_shape is not None:
+                x = random_inputs(ctx.model, tuple(ctx.input_shape), 2, torch.Generator().manual_seed(0), ctx.device)
+            else:
+                return None
+            dtype = next(ctx.model.parameters()).dtype  # a method's copy may be float64 (SynFlow)
+            ctx.model(x.to(dtype) if x.is_floating_point() and dtype.is_floating_point else x)
+    except Exception as e:  # noqa: BLE001 - any failure of the model's own forward is the answer
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"{type(e).__name__}: {first}"
+    return None
 
 
 def _known_cause(ctx: Context, error: Exception, returned: list[str]) -> str | None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from sketchprune import config as cfgmod
 from sketchprune.errors import SketchpruneError
-from sketchprune.models import convnets, linear, resnets, vgg
+from sketchprune.models import attention, convnets, linear, resnets, vgg
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "mlp": convnets.mlp,
@@ -22,6 +22,8 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lenet5": convnets.lenet5,
     "conv1d": convnets.conv1d,
     "deep-linear": linear.deep_linear,
+    "transformer": attention.transformer,
+    "gpt": attention.gpt,
     "resnet18": resnets.resnet18,
     "wrn": resnets.wide_resnet,
     **{f"vgg{d}": vgg.factory(d, batch_norm=False) for d in (11, 13, 16, 19)},

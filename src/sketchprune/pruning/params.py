@@ -10,7 +10,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from sketchprune.errors import check
-from sketchprune.layers import NORM_LAYERS, WEIGHT_LAYERS
+from sketchprune.layers import ATTENTION_LAYERS, EMBEDDING_LAYERS, NORM_LAYERS, WEIGHT_LAYERS, is_layer_weight
 
 
 class UnprunedWarning(UserWarning):
@@ -21,12 +21,14 @@ def prunable_parameters(
     model: nn.Module, *, include_bias: bool = False, include_norm: bool = False, exclude: Sequence[str] = (),
     include: Sequence[str] = (),
 ) -> dict[str, nn.Parameter]:
-    """Name -> parameter for the weights of Linear/Conv layers (plus biases / norm weights by option,
-    and any parameter whose name matches a glob of ``include``), minus those matching ``exclude``.
+    """Name -> parameter for the weights of Linear/Conv layers and the input projections of
+    ``MultiheadAttention`` (``in_proj_weight``; its ``out_proj`` is a Linear), plus biases / norm
+    weights by option and any parameter whose name matches a glob of ``include``, minus those
+    matching ``exclude``.
 
-    A parameter shared by several modules is one entry, under its first name. Other weight
-    tensors (an Embedding's, MultiheadAttention's ``in_proj_weight``, a raw ``nn.Parameter``) are
-    left out with an :class:`UnprunedWarning` that names them.
+    A parameter shared by several modules is one entry, under its first name. Embeddings stay
+    dense (include their ``weight`` to prune them); other weight tensors (a raw ``nn.Parameter``,
+    a layer type prune does not know) are left out with an :class:`UnprunedWarning` that names them.
     """
     first: dict[int, tuple[str, nn.Parameter, nn.Module]] = {}  # each tensor under its first name
     wanted: set[int] = set()
@@ -35,12 +37,8 @@ def prunable_parameters(
         for pname, p in m.named_parameters(recurse=False):
             name = prefix + pname
             first.setdefault(id(p), (name, p, m))
-            if isinstance(m, WEIGHT_LAYERS):
-                take = pname == "weight" or (include_bias and pname == "bias")
-            elif isinstance(m, NORM_LAYERS):
-                take = include_norm and pname == "weight"
-            else:
-                take = False
+            take = is_layer_weight(m, pname, bias=include_bias) or (
+                include_norm and isinstance(m, NORM_LAYERS) and pname == "weight")
             if take or any(fnmatch.fnmatchcase(name, pat) for pat in include):
                 wanted.add(id(p))  # a tensor is prunable if any of its uses is
     out: dict[str, nn.Parameter] = {}
@@ -53,7 +51,7 @@ def prunable_parameters(
                   f"parameter {name} ({type(m).__name__}) is not initialized yet (a lazy layer); "
                   f"run one forward pass first, or pass exclude=('{name}',)")
             out[name] = p
-        elif p.dim() >= 2 and not isinstance(m, NORM_LAYERS):
+        elif p.dim() >= 2 and not isinstance(m, (*NORM_LAYERS, *EMBEDDING_LAYERS, *ATTENTION_LAYERS)):
             skipped.append(f"{name} ({type(m).__name__})")
     if skipped:
         warnings.warn(f"not pruned: {len(skipped)} weight tensor(s) of layers prune does not know: "
@@ -84,9 +82,12 @@ def as_batches(data: Any) -> list[tuple[Tensor, Tensor]] | None:
 
 
 def input_shape_of(model: nn.Module) -> tuple[int, ...] | None:
-    """The shape of one input: what a registry model records, or the width of a first Linear layer."""
+    """The shape of one input: what a registry model records, or the width of a first Linear layer
+    (None when the model starts with attention or an embedding: a sequence's length is not in the
+    weights)."""
     shape = getattr(model, "input_shape", None)
     if shape is not None:
         return tuple(shape)
-    first = next((m for m in model.modules() if isinstance(m, WEIGHT_LAYERS)), None)
+    first = next((m for m in model.modules() if isinstance(m, (*WEIGHT_LAYERS, *ATTENTION_LAYERS, *EMBEDDING_LAYERS))),
+                 None)
     return (first.in_features,) if isinstance(first, nn.Linear) else None

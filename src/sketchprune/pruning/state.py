@@ -23,6 +23,23 @@ def deterministic_kernels() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Attention computed by its plain math kernel while scoring (put back afterwards): the fused
+    kernels (flash attention, the fast path of ``MultiheadAttention`` and ``TransformerEncoderLayer``)
+    have no double backward (GraSP, ProsPr), no batching rule (``torch.func``), and skip the
+    submodules whose hooks a method reads."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+@contextlib.contextmanager
 def seeded_global_rng(model: nn.Module, seed: int) -> Iterator[None]:
     """The global random stream seeded with ``seed`` while scoring, the caller's put back afterwards:
     what draws from it (dropout in train mode, a layer's own init) is then the same for the same
@@ -35,7 +52,8 @@ def seeded_global_rng(model: nn.Module, seed: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None]:
-    """Make every parameter of ``model`` require grad, with no gradient, and set its mode for scoring.
+    """Make every parameter of ``model`` require grad, with no gradient, and set its mode for scoring;
+    attention runs its math kernel meanwhile (:func:`math_attention`).
 
     With ``restore``, what scoring may change is put back afterwards, even on error: each
     parameter's ``requires_grad`` and ``.grad``, each module's mode, and the buffers' values.
@@ -51,7 +69,8 @@ def scoring_state(model: nn.Module, train: bool, restore: bool) -> Iterator[None
         p.grad = None  # scorers start from no gradient and never accumulate into the caller's
     model.train(train)
     try:
-        yield
+        with math_attention():
+            yield
     finally:
         if saved is not None:
             params, modes, buffers = saved

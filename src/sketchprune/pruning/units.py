@@ -17,8 +17,9 @@ initialization; training then starts from those larger weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -27,8 +28,9 @@ from torch import Tensor, nn
 from sketchprune import methods, seeding
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.hooks import forward_hooks
-from sketchprune.layers import WEIGHT_LAYERS, weight_layers
+from sketchprune.layers import ATTENTION_LAYERS, EMBEDDING_LAYERS, WEIGHT_LAYERS, weight_layers
 from sketchprune.pruning.params import as_batches, input_shape_of
+from sketchprune.pruning.state import math_attention
 from sketchprune.inclusion import inclusion_probabilities
 from sketchprune.selection import budget, select
 from sketchprune.unit_groups import is_input_side
@@ -39,16 +41,16 @@ KEEP_BY = ("units", "params", "macs")
 def prune_units(model: nn.Module, method: str, keep: float, *, mode: str = "topk", data: Iterable | None = None,
                 seed: int = 0, keep_by: str = "units", scheme: str = "exact", power: float = 1.0,
                 rescale: bool = False, input_shape: tuple[int, ...] | None = None,
-                exclude: Iterable[nn.Module] = ()) -> nn.Module:
+                exclude: Iterable[nn.Module] = (), trainer: Any = None) -> nn.Module:
     """A new, smaller model with the same inputs and outputs, in which only whole units are removed.
 
     ``keep``: the kept fraction of units per layer (or of parameters / MACs, ``keep_by``); ``mode``
     "topk" or "sample" (exact-k ``∝ score^power`` by default); ``data``: (inputs, targets) batches
-    (``3sp`` needs them; ``sketch`` uses them when given); ``exclude``: modules never pruned. The
-    model given is left as it was.
+    (``3sp`` needs them; ``sketch`` uses them when given); ``exclude``: modules never pruned;
+    ``trainer``: our training loop, for a unit method that trains (``early_bird``). The
+    model given is left as it was. Attention layers keep their width and heads (the feed-forward
+    units of a transformer are removed); a model with an Embedding is refused.
     """
-    import torch_pruning as tp
-
     check(isinstance(method, str), f"method must be a name, got {method!r}; see sketchprune.methods.names('units')")
     spec = methods.get(method)
     spec.check_form("units")
@@ -63,20 +65,39 @@ def prune_units(model: nn.Module, method: str, keep: float, *, mode: str = "topk
     if input_shape is None:
         input_shape = tuple(batches[0][0].shape[1:]) if batches else input_shape_of(model)
     check(input_shape is not None, "prune_units needs the input shape: pass data or input_shape=(C, H, W)")
-    embedding = next((n for n, m in model.named_modules() if isinstance(m, nn.Embedding)), None)
+    embedding = next((n for n, m in model.named_modules() if isinstance(m, EMBEDDING_LAYERS)), None)
     check(embedding is None, f"prune_units cannot remove units of a model with an Embedding ({embedding!r}: its "
-                             "inputs are token indices, not features); prune its weights with prune() instead")
+                             "table's columns are tied to the width of every layer that reads them, which it does not "
+                             "follow); prune its weights with prune() instead")
+    with math_attention():  # no fused attention: every Linear runs as a module, so its hooks see it
+        return _prune_units(model, spec, keep, mode, batches, seed, keep_by, scheme, power, rescale,
+                            tuple(input_shape), exclude, trainer)
+
+
+def _prune_units(model: nn.Module, spec: methods.Method, keep: float, mode: str, batches: Any, seed: int,
+                 keep_by: str, scheme: str, power: float, rescale: bool, input_shape: tuple[int, ...],
+                 exclude: Iterable[nn.Module], trainer: Any = None) -> nn.Module:
+    """:func:`prune_units` once its arguments are checked."""
+    import torch_pruning as tp
+
+    method = spec.name
     net = copy.deepcopy(model).eval()
     device = next(net.parameters()).device
     example = torch.zeros((1, *input_shape), device=device)
     outputs = _output_layers(net, example)
-    graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
-    ignored = list(outputs) + [m for m in net.modules() if any(m is e for e in _translate(model, net, exclude))]
+    with _one_line("Torch-Pruning could not trace which layers share units in this model"):
+        graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+    attention = [m for m in net.modules() if isinstance(m, ATTENTION_LAYERS)]  # heads and width stay whole
+    ignored = list(outputs) + attention + [m for m in net.modules()
+                                           if any(m is e for e in _translate(model, net, exclude))]
     groups = list(graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHT_LAYERS))
-    check(bool(groups), "the model has no units prune_units can remove (its only layers are the output layer)")
+    check(bool(groups), "the model has no units prune_units can remove (its only layers are the output layer"
+                        f"{' and the width of its attention' if attention else ''})")
     generator = seeding.generator(seed, "prune-units")
-    scores = spec.units(methods.UnitContext(spec, net, groups, spec.options(), generator, batches,  # type: ignore[misc]
-                                            tuple(input_shape)))
+    with _one_line(f"the unit form of {method!r} failed on this model (which runs on inputs of shape "
+                   f"{input_shape}: the method, not the input, does not fit it)", "try l1 or random"):
+        scores = spec.units(methods.UnitContext(spec, net, groups, spec.options(), generator,  # type: ignore[misc]
+                                                batches, input_shape, keep=keep, trainer=trainer))
     sizes = [len(s) for s in scores]
 
     def choose(fraction: float) -> list[Tensor]:
@@ -87,7 +108,8 @@ def prune_units(model: nn.Module, method: str, keep: float, *, mode: str = "topk
     kept = choose(fraction)
     if rescale:
         _rescale(groups, scores, kept, power)
-    _remove_units(graph, groups, kept)
+    with _one_line("Torch-Pruning could not remove the units chosen from this model"):
+        _remove_units(graph, groups, kept)
     net.input_shape = tuple(input_shape)
     names = {m: n for n, m in net.named_modules()}
     net.kept_units = {names[g[0].dep.target.module]: (int(k.sum()), len(k)) for g, k in zip(groups, kept)}
@@ -150,6 +172,18 @@ def _rescale(groups, scores: list[Tensor], kept: list[Tensor], power: float) -> 
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _one_line(what: str, fix: str = "prune its weights with prune() instead") -> Iterator[None]:
+    """A failure of Torch-Pruning or of a unit method on the model as one line: what failed, the
+    error's first line, and the fix (the original exception stays chained)."""
+    try:
+        yield
+    except SketchpruneError:
+        raise
+    except (RuntimeError, IndexError, ValueError, KeyError, NotImplementedError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SketchpruneError(f"prune_units: {what} ({type(e).__name__}: {first[:200]}); {fix}") from e
 
 def _remove_units(graph, groups, kept: list[Tensor], modules: dict[nn.Module, nn.Module] | None = None) -> None:
     """Remove the units not ``kept`` of each group from the network of ``graph`` (``modules`` maps the
