@@ -5,6 +5,7 @@ dense gradient of RigL), resume, determinism, and the one-line errors of bad set
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -350,3 +351,103 @@ def test_a_grown_weight_starts_at_zero_and_a_regrown_one_keeps_its_value(digits)
     assert seen["i"] == 0.0 and seen["j"] == 0.0 and seen["moments"] == [0.0, 0.0]
     assert seen["k_after"] != 0.0  # k kept its trained value through the update (step 5's own step changed it)
     assert up.summary()["grown"] == 1
+
+
+# ---- runs, settings, sweeps ------------------------------------------------------------------------
+
+RUN = {"model": "mlp", "dataset": "digits", "model_options": {"width": 32, "depth": 2}, "density": 0.1,
+       "train.epochs": 2, "train.optimizer": "adam", "train.lr": 3e-3, "train.weight_decay": 0.0,
+       "train.batch_size": 64}
+
+
+def test_a_run_keeps_the_start_and_final_masks_and_records_the_updates(digits, tmp_path):
+    from sketchprune.experiment import make_config, run
+    from sketchprune.results import load_result
+
+    r = run(make_config({**RUN, "method": "snip", "dst": "rigl", "dst_interval": 10}), tmp_path / "rigl",
+            dataset=digits)
+    folder = tmp_path / "rigl"
+    start, final = Masks.load(folder / "masks.safetensors"), Masks.load(folder / "masks-final.safetensors")
+    assert start.counts() == final.counts() and any(not torch.equal(start[n], final[n]) for n in start)
+    assert r.dst["method"] == "rigl" and r.dst["updates"] == 3 and r.dst["kept_final"] == r.kept  # steps 10, 20, 30
+    assert r.dst["changed"] == {n: pytest.approx(1 - int((start[n] & final[n]).sum()) / int(start[n].sum()))
+                                for n in start}
+    assert load_result(folder / "result.json").dst == r.dst
+    static = run(make_config({**RUN, "method": "snip"}), tmp_path / "static", dataset=digits)
+    assert static.dst is None and not (tmp_path / "static" / "masks-final.safetensors").exists()
+    assert "dst" not in json.loads((tmp_path / "static" / "result.json").read_text())  # as before dst existed
+
+
+def test_dst_settings_hash_only_when_not_the_default():
+    from sketchprune.config import config_hash
+    from sketchprune.experiment import RunConfig, make_config
+
+    assert config_hash(make_config({"dst": "static"})) == config_hash(RunConfig())
+    rigl = make_config({"dst": "rigl"})
+    assert config_hash(rigl) != config_hash(RunConfig())
+    assert config_hash(make_config({"dst": "rigl", "dst_interval": 100, "dst_fraction": 0.3})) == config_hash(rigl)
+    deepr = make_config({"dst": "deepr", "deepr_l1": 1e-5, "dst_options": {"deepr_temperature": 1e-9}})
+    assert deepr.dst_options == {} and config_hash(deepr) == config_hash(make_config({"dst": "deepr"}))
+    assert make_config({"dst": "deepr", "deepr_l1": 0.01}).dst_options == {"deepr_l1": 0.01}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"dst": "rigl", "density": 1.0}, "a dense run"),
+    ({"dst": "set", "dst_fraction": 1.5}, r"dst_fraction must be in \[0, 1\]"),
+    ({"dst": "set", "dst_fraction": -0.1}, r"dst_fraction must be in \[0, 1\]"),
+    ({"dst": "rigl", "dst_interval": 0}, "dst_interval must be an integer >= 1"),
+    ({"dst": "rigl", "dst_start": 0.8, "dst_end": 0.5}, "dst_start and dst_end"),
+    ({"dst_interval": 50}, "dst_interval applies to a mask that moves"),
+    ({"dst": "dns", "dst_fraction": 0.2}, "does not apply to dst=dns"),
+    ({"dst": "rigl", "deepr_l1": 0.1}, "applies to dst=deepr, not dst=rigl"),
+    ({"dst": "rigl", "dst_options": {"colour": 1}}, "unknown dst option 'colour'"),
+    ({"dst": "rigl", "structure": "units", "method": "l1"}, "structure=units has none"),
+    ({"method": "rigl"}, "dynamic sparse training method.*dst='rigl'"),
+    ({"dst": "best"}, "unknown dst 'best'"),
+])
+def test_bad_settings_are_one_line_errors_when_the_config_is_made(values, message):
+    from sketchprune.experiment import make_config
+
+    with pytest.raises(SketchpruneError, match=message) as e:
+        make_config(values)
+    assert "\n" not in str(e.value)
+
+
+def test_an_interval_longer_than_training_fails_before_pruning(digits, tmp_path):
+    from sketchprune.experiment import make_config, run
+
+    with pytest.raises(SketchpruneError, match="dst_interval=500 is longer than the updates' window: training has 42"):
+        run(make_config({**RUN, "dst": "set", "dst_interval": 500}), tmp_path / "r", dataset=digits)
+    assert not (tmp_path / "r" / "masks.safetensors").exists()
+
+
+def test_prune_refuses_an_updater_with_the_way_to_use_it(tiny_mlp):
+    with pytest.raises(SketchpruneError, match=r"use dst='set' with a starting mask"):
+        prune(tiny_mlp(), "set", 0.5)
+    with pytest.raises(SketchpruneError, match="unknown dst"):
+        dst.updater("snip")
+    assert dst.updater("static") is None and dst.names() == ["static", "set", "rigl", "dsr", "deepr", "dns"]
+
+
+def test_dst_is_a_sweep_axis_and_its_settings_go_to_the_runs_that_take_them():
+    from sketchprune.sweep import from_spec
+
+    sweep = from_spec({"fixed": {**RUN, "dst_interval": 10, "deepr_l1": 0.001},
+                       "grid": {"dst": ["static", "set", "rigl", "deepr"], "method": ["snip", "magnitude"]}})
+    by = {(c.method, c.dst): c for c in sweep.runs}
+    assert len(by) == 8 and by[("snip", "static")].dst_interval == 100  # a static run takes no schedule
+    assert by[("snip", "set")].dst_interval == 10 and by[("snip", "set")].dst_options == {}
+    assert by[("snip", "deepr")].dst_options == {"deepr_l1": 0.001}
+    with pytest.raises(SketchpruneError, match="no run of this sweep uses"):
+        from_spec({"fixed": {**RUN, "deepr_l1": 0.001}, "grid": {"dst": ["static", "rigl"]}})
+
+
+def test_train_command_takes_dst(tmp_path, capsys):
+    from sketchprune.cli import main
+
+    code = main(["train", "--model", "mlp", "--model-options", "width=32,depth=2", "--dataset", "digits",
+                 "--method", "snip", "--density", "0.1", "--dst", "rigl", "--dst-interval", "4", "--epochs", "1",
+                 "--optimizer", "adam", "--lr", "0.003", "--weight-decay", "0", "--out", str(tmp_path / "t"),
+                 "--json"])
+    assert code == 0
+    assert (tmp_path / "t" / "masks-final.safetensors").exists()

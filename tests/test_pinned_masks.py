@@ -107,7 +107,8 @@ def test_unit_networks_are_the_pinned_ones(method):
 
 def test_every_method_of_the_reshaping_is_pinned():
     pinned = {k.split("/")[1] for k in PINNED_VALUES}
-    assert set(UNIT_METHODS) == set(methods.names("units")) and len(pinned) == 17  # 15 weight methods, l1 and 3sp
+    trains = {"early_bird"}  # a unit method that trains: tests/methods/test_early_bird.py
+    assert set(UNIT_METHODS) == set(methods.names("units")) - trains and len(pinned) == 17  # 15 weight methods, l1, 3sp
 
 
 if __name__ == "__main__":

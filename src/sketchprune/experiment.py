@@ -324,11 +324,14 @@ def _finished(done: Path, cfg: RunConfig) -> Result:
     return result
 
 
-def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset) -> nn.Module:
-    """The smaller network of a ``structure=units`` config (deterministic given the seed)."""
+def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
+                device: str | None = None) -> nn.Module:
+    """The smaller network of a ``structure=units`` config (deterministic given the seed); a unit
+    method that trains (``early_bird``) keeps its checkpoints under ``folder``."""
     return prune_units(model, cfg.method, cfg.density, mode=cfg.mode, data=prune_batches(data, cfg), seed=cfg.seed,
                        keep_by=cfg.keep_by, scheme=cfg.scheme, power=cfg.power, rescale=cfg.rescale,
-                       input_shape=data.input_shape)
+                       input_shape=data.input_shape,
+                       trainer=Trainer(data, cfg.train, folder, cfg.seed, device, run_key=config_hash(cfg)))
 
 
 def units_report(small: nn.Module, dense_costs: dict[str, float], input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -342,7 +345,7 @@ def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Pa
                ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train.
     Returns what training returned, the pruning fields of the Result and the seconds until training."""
-    small = units_model(cfg, model, data)
+    small = units_model(cfg, model, data, out, device)
     report = units_report(small, dense_costs, data.input_shape)
     write_json(out / UNITS_FILE, report)
     prune_seconds = time.perf_counter() - t0

@@ -19,7 +19,9 @@ masks are enforced at once and from then on (pruned weights exactly zero, their 
 zeroed, weights that the new masks keep train again). A callback that must survive a kill
 defines ``state_dict()`` and ``load_state_dict(d)``: its state is saved in ``checkpoint.pt``
 under its ``name`` (default: its class name) and restored before ``on_start`` when the run
-resumes; the masks a callback set are saved and restored with it.
+resumes; the masks a callback set are saved and restored with it. A callback ends the training
+early by setting ``state.stop`` (checked before each epoch starts: the epoch in progress finishes
+with its metrics and checkpoint; a resumed run's callback sets it again in ``on_start``).
 
 The run's own work is callbacks too: :class:`Snapshot` (the weights after k steps that IMP
 rewinds to, ``snapshot-<k>.pt``), :class:`Metrics` (``metrics.jsonl``), :class:`Progress` (the
@@ -217,6 +219,7 @@ class TrainState:
     batch: tuple[Tensor, Tensor] | None = None
     loss: Tensor | None = None
     masks_changed: bool = False  # a callback set masks: the checkpoint keeps them
+    stop: bool = False  # a callback ends the training: no epoch starts after this one
     _masks: Masks | None = None
     _handle: MaskHandle | None = None
 
@@ -466,6 +469,8 @@ def _loop(state: TrainState, end: int, events: _Events) -> None:
         for f in events.on_start:
             f(state)
         for epoch in range(state.epoch, end):
+            if state.stop:
+                break
             state.epoch = epoch
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(cfg, epoch)
