@@ -50,8 +50,8 @@ def thread_count(setting: str | None, environ: Any = None, cores: int | None = N
                  load: float | None = None) -> int | None:
     """The number of CPU threads a command gives torch, or None to leave torch's default: ``setting``
     (``--threads``), else ``$SKETCHPRUNE_THREADS``, else torch's default when ``OMP_NUM_THREADS`` or
-    ``MKL_NUM_THREADS`` is set (the user chose), else ``auto``: the usable cores less the 1-minute
-    load average (what other processes keep busy), rounded, at least 1. Under load, threads that
+    ``MKL_NUM_THREADS`` is set (the user chose), else ``auto``: the usable cores less what other
+    processes keep busy (:func:`busy_elsewhere`), rounded, at least 1. Under load, threads that
     wait on each other's descheduled siblings make every parallel kernel slow; one thread per free
     core does not (``benchmarks/bench_load.py``)."""
     import os
@@ -68,11 +68,26 @@ def thread_count(setting: str | None, environ: Any = None, cores: int | None = N
     if value == "auto":
         cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
-        load = load if load is not None else (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+        load = load if load is not None else busy_elsewhere()
         return max(1, min(cores, int(cores - load + 0.5)))
     check(value.isdecimal() and int(value) >= 1,
           f"--threads (or ${THREADS_ENV}) must be a number >= 1, auto or torch, got {value!r}")
     return int(value)
+
+
+def busy_elsewhere() -> float:
+    """How many cores other processes keep busy: the larger of the 1-minute load average and the
+    processes runnable right now besides this one (``/proc/loadavg``: the average lags a load that
+    has just begun)."""
+    import os
+
+    average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0]) - 1  # this process is one of them
+    except (OSError, ValueError, IndexError):
+        running = 0
+    return max(average, float(running))
 
 
 def _use_threads(setting: str | None) -> None:
