@@ -71,7 +71,8 @@ def test_workers_give_the_same_results_as_sequential(tmp_path, write_sweep):
 def test_sigkill_then_resume_loses_nothing_and_runs_nothing_twice(tmp_path, write_sweep):
     cfg = write_sweep(tmp_path, epochs=12)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "sketchprune.cli", "sweep", str(cfg), "--out", str(out)]
+    # two stacks of 4 (stacking is the default): killed while the second trains, after the first finished
+    cmd = [sys.executable, "-m", "sketchprune.cli", "sweep", str(cfg), "--out", str(out), "--stack", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

@@ -443,6 +443,10 @@ def vgg16_costs(path: Path) -> dict[str, float | None]:
                                "python benchmarks/bench_prune.py --json FILE") from None
 
 
+STACK_HELP = ("Runs trained at once: K, or auto (on the CPU as many as stay fast, at most 16; on CUDA 1). "
+              "A run's result is the same in any stack.")
+
+
 @app.command("run")
 def run_cmd(
     dataset: str = typer.Option("mnist1d", "--dataset", help="Data set of the comparison."),
@@ -452,6 +456,7 @@ def run_cmd(
     seeds: str = typer.Option("0,1", "--seeds", help="Comma list."),
     epochs: int = typer.Option(6, "--epochs", help="Training epochs of each run."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes."),
+    stack: str = typer.Option("auto", "--stack", help=STACK_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -468,7 +473,7 @@ def run_cmd(
     t0 = time.perf_counter()
     spec = sw.default_spec(dataset=dataset, model=model, methods=methods, densities=densities, seeds=seeds,
                            epochs=epochs, device=device)
-    counts = _run_sweep(sw.from_spec(spec, "sketchprune run"), out, workers, None, False, as_json)
+    counts = _run_sweep(sw.from_spec(spec, "sketchprune run"), out, workers, None, False, as_json, stack)
     rep = build_report(out, out / "report")
     seconds = time.perf_counter() - t0
     emit({**counts, "seconds": seconds, "rows": rep["summary"], "paired": rep["paired"]}, as_json,
@@ -484,7 +489,7 @@ def run_cmd(
 
 
 def _run_sweep(spec: Any, out: Path, workers: int, ray_address: Optional[str], retry_failed: bool,
-               as_json: bool) -> dict[str, int]:
+               as_json: bool, stack: Optional[str] = None) -> dict[str, int]:
     """Run a sweep, printing one progress line per run on stderr (stdout stays clean for --json)."""
     import contextlib
 
@@ -501,7 +506,7 @@ def _run_sweep(spec: Any, out: Path, workers: int, ray_address: Optional[str], r
     # with --json, stdout carries only the result: anything a backend prints goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         return sw.run(spec, out, workers=workers, ray_address=ray_address, retry_failed=retry_failed,
-                      progress=progress)
+                      progress=progress, stack=stack)
 
 
 @app.command("sweep")
@@ -511,6 +516,7 @@ def sweep_cmd(
     workers: int = typer.Option(1, "--workers", help="Local worker processes."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on Ray: 'auto' or HOST:PORT."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the failed runs again."),
+    stack: Optional[str] = typer.Option(None, "--stack", help=STACK_HELP + " Default: the file's stack:, else auto."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and stop."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -526,7 +532,7 @@ def sweep_cmd(
     if dry_run:
         emit({"runs": rows}, as_json, [(f"{len(rows)} runs", rows, None)], {})
         return
-    counts = _run_sweep(spec, out, workers, ray_address, retry_failed, as_json)
+    counts = _run_sweep(spec, out, workers, ray_address, retry_failed, as_json, stack)
     line = f"done {counts['done']}, skipped {counts['skipped']}, failed {counts['failed']}"
     if counts["failed_earlier"]:
         line += f" (+{counts['failed_earlier']} failed earlier; --retry-failed reruns them)"

@@ -285,7 +285,7 @@ def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder
     return masks
 
 
-def _claim(out: Path, cfg: RunConfig) -> None:
+def claim(out: Path, cfg: RunConfig) -> None:
     """Make ``out`` the folder of ``cfg``: a folder that holds another config's run is an error
     (so a resume never mixes two configs), one that holds this config's run is resumed."""
     record = out / CONFIG_FILE
@@ -302,6 +302,9 @@ def _claim(out: Path, cfg: RunConfig) -> None:
         raise SketchpruneError(
             f"run folder {out} holds another run (config {held or 'unreadable'}, this one is "
             f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
+
+
+_claim = claim  # its former name
 
 
 def _start_in(out: Path) -> Path:
@@ -340,23 +343,41 @@ def units_report(small: nn.Module, dense_costs: dict[str, float], input_shape: t
             **cost_fractions(costs(small, input_shape), dense_costs)}
 
 
-def _run_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
-               progress: bool, t0: float, dense_costs: dict[str, float]
-               ) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """A structured run: remove units (deterministic, so a resumed run rebuilds the same network), train.
-    Returns what training returned, the pruning fields of the Result and the seconds until training."""
+@dataclass
+class Prepared:
+    """A run pruned and ready to train: :func:`run` is :func:`prepare`, training with
+    :meth:`train_kwargs`, then :func:`finish`; :mod:`sketchprune.stack` trains many prepared runs
+    at once between the two."""
+
+    cfg: RunConfig
+    out: Path
+    data: datasets.Dataset
+    model: nn.Module  # at the start of training (structure=units: the smaller network)
+    masks: Masks | None  # None for structure=units
+    t0: float
+    prune_seconds: float
+    pruned: Any  # () -> the pruning fields of the Result, after training
+    callbacks: list[Callback] = dataclasses.field(default_factory=list)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`~sketchprune.train.train` for this run (besides model, data, config)."""
+        return {"masks": self.masks, "out": self.out, "seed": self.cfg.seed, "run_key": config_hash(self.cfg),
+                "callbacks": self.callbacks}
+
+
+def _prepare_units(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
+                   t0: float, dense_costs: dict[str, float]) -> Prepared:
+    """A structured run up to training: remove units (deterministic, so a resumed run rebuilds the
+    same network); the pruning fields of the Result are known before training."""
     small = units_model(cfg, model, data, out, device)
     report = units_report(small, dense_costs, data.input_shape)
     write_json(out / UNITS_FILE, report)
-    prune_seconds = time.perf_counter() - t0
-    trained = train(small, data, cfg.train, out=out, device=device, progress=progress, seed=cfg.seed,
-                    run_key=config_hash(cfg))
     pruned = {"kept": round(report["params_fraction"] * dense_costs["params"]), "total": int(dense_costs["params"]),
               "density_actual": report["params_fraction"], "collapsed": [],
               "layer_density": {n: k / t for n, (k, t) in small.kept_units.items()},
               "diagnostics": None, "auto": None,
               "params_fraction": report["params_fraction"], "macs_fraction": report["macs_fraction"]}
-    return trained, pruned, prune_seconds
+    return Prepared(cfg, out, data, small, None, t0, time.perf_counter() - t0, lambda: pruned)
 
 
 def _check_masks_fit(masks: Masks, model: nn.Module, cfg: RunConfig, path: Path) -> None:
@@ -373,11 +394,9 @@ def _check_masks_fit(masks: Masks, model: nn.Module, cfg: RunConfig, path: Path)
     check(not problem, f"{path} {problem}: it was made for another model; delete it (or the run folder) to prune again")
 
 
-def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
-                 progress: bool, t0: float, dense_costs: dict[str, float]
-                 ) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """A run with a mask: prune (or read the masks a killed run saved), train. Returns what
-    training returned, the pruning fields of the Result and the seconds until training."""
+def _prepare_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: Path, device: str | None,
+                     t0: float, dense_costs: dict[str, float]) -> Prepared:
+    """A run with a mask up to training: prune (or read the masks a killed run saved)."""
     masks_path, start_path = out / MASKS_FILE, out / START_FILE
     updater = _updater(cfg, data)
     if masks_path.exists():  # a killed run's masks: they must be this model's, every prunable tensor
@@ -394,15 +413,16 @@ def _run_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, out: 
     diagnostics = mask_diagnostics(model, masks, data.input_shape)  # what theory says before training
     if cfg.reinit:
         reinitialize(model, seed=cfg.seed + 1)
-    prune_seconds = time.perf_counter() - t0
-    trained = train(model, data, cfg.train, masks=masks, out=out, device=device, progress=progress, seed=cfg.seed,
-                    run_key=config_hash(cfg), callbacks=[updater] if updater is not None else [])
-    rep = masks.report()
-    pruned = {"kept": rep["kept"], "total": rep["total"], "density_actual": rep["density"],
-              "collapsed": rep["collapsed"], "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
-              "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
-              **cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs), **_moved(updater, out)}
-    return trained, pruned, prune_seconds
+
+    def pruned() -> dict[str, Any]:
+        rep = masks.report()
+        return {"kept": rep["kept"], "total": rep["total"], "density_actual": rep["density"],
+                "collapsed": rep["collapsed"], "layer_density": {r["name"]: r["density"] for r in rep["layers"]},
+                "diagnostics": diagnostics, "auto": masks.meta.get("auto"),
+                **cost_fractions(costs(model, data.input_shape, dict(masks)), dense_costs), **_moved(updater, out)}
+
+    return Prepared(cfg, out, data, model, masks, t0, time.perf_counter() - t0, pruned,
+                    callbacks=[updater] if updater is not None else [])
 
 
 def _updater(cfg: RunConfig, data: datasets.Dataset) -> dynamic_sparse.Updater | None:
@@ -422,31 +442,47 @@ def _moved(updater: dynamic_sparse.Updater | None, out: Path) -> dict[str, Any]:
     return {"dst": updater.summary()}
 
 
+def prepare(cfg: RunConfig, out: Path, *, device: str | None = None, data_root: str | None = None,
+            download: bool = False, dataset: datasets.Dataset | None = None) -> Prepared:
+    """Everything of a run before its training (its folder claimed and locked by the caller)."""
+    t0 = time.perf_counter()
+    data = dataset if dataset is not None else load_data(cfg, data_root, download)
+    model = build_model(cfg, data)
+    dense_costs = costs(model, data.input_shape)
+    if cfg.structure == "units":
+        return _prepare_units(cfg, model, data, out, device, t0, dense_costs)
+    return _prepare_weights(cfg, model, data, out, device, t0, dense_costs)
+
+
+def finish(ready: Prepared, trained: Mapping[str, Any], wall_seconds: float | None = None) -> Result:
+    """Write and return the Result of a prepared run that ``trained`` (what ``train`` returned);
+    ``wall_seconds`` defaults to the time since :func:`prepare` began."""
+    cfg = ready.cfg
+    wall = time.perf_counter() - ready.t0 if wall_seconds is None else wall_seconds
+    result = Result(config=to_dict(cfg), hash=config_hash(cfg), compression=1 / cfg.density,
+                    final_test_acc=trained["final_test_acc"], best_test_acc=trained["best_test_acc"],
+                    final_train_loss=trained["final_train_loss"], **ready.pruned(),
+                    prune_seconds=ready.prune_seconds, wall_seconds=wall)
+    write_json(ready.out / RESULT_FILE, result.to_dict())
+    return result
+
+
+def run_lock(out: Path) -> Any:
+    """The lock a run holds on its folder while it runs (a second process on it is an error)."""
+    return hold_lock(out / ".run.lock", f"another process (pid {{pid}}) is running this run in {out}; wait for it "
+                                        "to end")
+
+
 def run(cfg: RunConfig, out: str | Path, *, device: str | None = None, data_root: str | None = None,
         download: bool = False, progress: bool = False, dataset: datasets.Dataset | None = None) -> Result:
     """Run ``cfg`` in folder ``out`` (resuming a checkpoint there) and return its result (a finished
     run's is read back from its ``result.json``)."""
     out = Path(out)
-    _claim(out, cfg)
-    with hold_lock(out / ".run.lock", f"another process (pid {{pid}}) is running this run in {out}; wait for it "
-                                     "to end"):
-        return _run_claimed(cfg, out, device, data_root, download, progress, dataset)
-
-
-def _run_claimed(cfg: RunConfig, out: Path, device: str | None, data_root: str | None, download: bool,
-                 progress: bool, dataset: datasets.Dataset | None) -> Result:
-    done = _start_in(out)
-    if done.exists():
-        return _finished(done, cfg)
-    t0 = time.perf_counter()
-    data = dataset if dataset is not None else load_data(cfg, data_root, download)
-    model = build_model(cfg, data)
-    dense_costs = costs(model, data.input_shape)
-    prune_and_train = _run_units if cfg.structure == "units" else _run_weights
-    trained, pruned, prune_seconds = prune_and_train(cfg, model, data, out, device, progress, t0, dense_costs)
-    result = Result(config=to_dict(cfg), hash=config_hash(cfg), compression=1 / cfg.density,
-                    final_test_acc=trained["final_test_acc"], best_test_acc=trained["best_test_acc"],
-                    final_train_loss=trained["final_train_loss"], **pruned,
-                    prune_seconds=prune_seconds, wall_seconds=time.perf_counter() - t0)
-    write_json(done, result.to_dict())
-    return result
+    claim(out, cfg)
+    with run_lock(out):
+        done = _start_in(out)
+        if done.exists():
+            return _finished(done, cfg)
+        ready = prepare(cfg, out, device=device, data_root=data_root, download=download, dataset=dataset)
+        trained = train(ready.model, ready.data, cfg.train, device=device, progress=progress, **ready.train_kwargs())
+        return finish(ready, trained)

@@ -14,6 +14,12 @@ grid:                       # the axes: every combination is one run
   seed: [0, 1, 2]
 ```
 
+Runs that share the model, the data and the training settings train together, ``stack`` at a
+time (``stack: 16`` in the file or ``--stack``; ``auto``, the default, sizes the stacks on the CPU
+and trains one at a time on CUDA): :mod:`sketchprune.stack` trains them as one batched network,
+each with its own batch order, mask, checkpoint and result, which are those it gets alone. On
+Ray, ``gpus_per_task: 0.25`` packs four tasks (a stack each) onto one GPU.
+
 A folder with a valid ``result.json`` is finished and skipped; a folder with ``error.json``, or
 with a ``result.json`` that cannot be read, failed (skipped unless ``retry_failed``, which reruns
 it from scratch); anything else is (re)started, resuming its checkpoint. Results are written
@@ -44,6 +50,7 @@ from sketchprune.methods import registry
 from sketchprune.results import ERROR_FILE, Result, status
 from sketchprune.results import collect, read_result  # noqa: F401  (the names sweep.collect and sweep.read_result)
 from sketchprune.results import run_folder as folder
+from sketchprune.stack import parse_stack, plan, run_many
 from sketchprune.train import resolve_device
 
 
@@ -55,6 +62,8 @@ class Sweep:
     device: str | None = None
     data_root: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    stack: int | str = "auto"  # runs trained at once (sketchprune.stack); auto: sized by the engine
+    gpus_per_task: float | None = None  # Ray: the GPU fraction each task asks for (default: 1 on cuda)
 
 
 def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
@@ -66,9 +75,10 @@ def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
     others' settings and hashes).
     """
     check(isinstance(spec, Mapping), f"{where}: the top level must be a mapping with 'fixed' and 'grid'")
-    unknown = sorted(set(spec) - {"fixed", "grid", "grids", "device", "data_root"})
+    unknown = sorted(set(spec) - {"fixed", "grid", "grids", "device", "data_root", "stack", "gpus_per_task"})
     if unknown:
-        raise SketchpruneError(f"{where}: unknown key {unknown[0]!r}; use fixed, grid (or grids), device, data_root")
+        raise SketchpruneError(f"{where}: unknown key {unknown[0]!r}; use fixed, grid (or grids), device, data_root, "
+                               "stack, gpus_per_task")
     check(not ("grid" in spec and "grids" in spec), f"{where}: give grid or grids, not both")
     for key in ("device", "data_root"):
         check(spec.get(key) is None or isinstance(spec[key], str), f"{where}: {key} must be a string")
@@ -99,7 +109,11 @@ def from_spec(spec: Mapping[str, Any], where: str = "sweep") -> Sweep:
         owner = registry.option_owner(key)
         check(owner is None or owner in methods_used,
               f"{where}: {key!r} is an option of method {owner!r}, which no run of this sweep uses")
-    return Sweep(runs, spec.get("device"), spec.get("data_root"), dict(spec))
+    stack = parse_stack(spec.get("stack", "auto"), f"{where}: stack")
+    share = spec.get("gpus_per_task")
+    check(share is None or (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1),
+          f"{where}: gpus_per_task must be a number in (0, 1] (a fraction of one GPU per task), got {share!r}")
+    return Sweep(runs, spec.get("device"), spec.get("data_root"), dict(spec), stack, share)
 
 
 def _own_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +175,32 @@ def run_recorded(cfg_dict: dict[str, Any], run_dir: str, device: str | None, dat
         return {"status": "failed", "dir": run_dir, "error": err["error"]}
 
 
+def run_recorded_stack(cfg_dicts: list[dict[str, Any]], run_dirs: list[str], device: str | None,
+                       data_root: str | None, stack: int | str = "auto") -> list[dict[str, Any]]:
+    """Run configs that can train together (:func:`sketchprune.stack.run_many`), recording each
+    failure in its own ``error.json``; one outcome per run, as :func:`run_recorded` gives."""
+    if len(cfg_dicts) == 1:
+        return [run_recorded(cfg_dicts[0], run_dirs[0], device, data_root)]
+    outcomes: list[dict[str, Any]] = []
+    try:
+        results = run_many([make_config(c) for c in cfg_dicts], run_dirs, stack=stack, device=device,
+                           data_root=data_root)
+    except Exception as e:  # not one run could start (a config that no longer parses): each fails
+        results = [e] * len(cfg_dicts)
+    for run_dir, result in zip(run_dirs, results):
+        path = Path(run_dir)
+        if isinstance(result, Exception):
+            trace = "".join(traceback.format_exception(type(result), result, result.__traceback__))
+            err = {"error": f"{type(result).__name__}: {result}", "traceback": trace}
+            write_json(path / ERROR_FILE, err)
+            outcomes.append({"status": "failed", "dir": run_dir, "error": err["error"]})
+        else:
+            if (path / ERROR_FILE).exists():
+                (path / ERROR_FILE).unlink()
+            outcomes.append({"status": "done", "dir": run_dir, "result": result})
+    return outcomes
+
+
 def run(
     sweep: Sweep,
     out: Path,
@@ -169,9 +209,12 @@ def run(
     ray_address: str | None = None,
     retry_failed: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    stack: int | str | None = None,
 ) -> dict[str, int]:
-    """Run every unfinished run of ``sweep`` under ``out``; returns counts done / skipped / failed."""
+    """Run every unfinished run of ``sweep`` under ``out``; returns counts done / skipped / failed.
+    ``stack`` (default: the sweep's) is how many compatible runs train at once (``auto`` or K)."""
     check(isinstance(workers, int) and workers >= 1, f"--workers must be >= 1, got {workers}")
+    stack = parse_stack(stack, "--stack") if stack is not None else sweep.stack
     if ray_address is None:
         resolve_device(sweep.device)  # a missing GPU is an error before any run (a Ray cluster has its own)
     check_runs(sweep)  # a model that does not fit its data, or a density below one weight: before any run
@@ -179,6 +222,7 @@ def run(
         remove_stale_temps(out)  # a killed sweep's half-written files (run folders are cleaned by their runs)
         write_json(out / "sweep.json", {"source": sweep.source, "runs": [cfgmod.config_hash(c) for c in sweep.runs]})
         todo, skipped, failed_before = [], 0, 0
+        todo_cfgs: list[RunConfig] = []
         for cfg in sweep.runs:
             d = folder(out, cfg)
             st = status(d, cfgmod.config_hash(cfg))  # a result of another run in this folder is not this run's
@@ -192,13 +236,17 @@ def run(
                 d.unlink()
             d.mkdir(parents=True, exist_ok=True)
             todo.append((cfgmod.to_dict(cfg), str(d)))
+            todo_cfgs.append(cfg)
         counts = {"done": 0, "skipped": skipped, "failed": 0, "failed_earlier": failed_before}
+        parallel = workers if ray_address is None else 64  # a Ray cluster: many small tasks
+        batches = [([todo[i][0] for i in b], [todo[i][1] for i in b])
+                   for b in plan(todo_cfgs, stack, sweep.device, parallel)]
         if ray_address is not None:
-            outcomes = _ray_backend(todo, sweep, ray_address)
+            outcomes = _ray_backend(batches, sweep, ray_address, stack)
         elif workers > 1:
-            outcomes = _process_backend(todo, sweep, workers)
+            outcomes = _process_backend(batches, sweep, workers, stack)
         else:
-            outcomes = (run_recorded(c, d, sweep.device, sweep.data_root) for c, d in todo)
+            outcomes = (o for c, d in batches for o in run_recorded_stack(c, d, sweep.device, sweep.data_root, stack))
         for outcome in outcomes:
             counts[outcome["status"]] += 1
             if progress is not None:
@@ -279,16 +327,16 @@ def _lock(out: Path) -> contextlib.AbstractContextManager[None]:
                                           "another --out")
 
 
-def _process_backend(todo, sweep: Sweep, workers: int):
+def _process_backend(batches, sweep: Sweep, workers: int, stack: int | str):
     import concurrent.futures as cf
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                 initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(run_recorded, c, d, sweep.device, sweep.data_root) for c, d in todo]
+        futures = [pool.submit(run_recorded_stack, c, d, sweep.device, sweep.data_root, stack) for c, d in batches]
         for f in cf.as_completed(futures):
-            yield f.result()
+            yield from f.result()
 
 
 def _worker_init(parent: int) -> None:
@@ -323,7 +371,7 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _ray_backend(todo, sweep: Sweep, address: str):
+def _ray_backend(batches, sweep: Sweep, address: str, stack: int | str):
     try:
         import ray
     except ImportError:
@@ -332,14 +380,19 @@ def _ray_backend(todo, sweep: Sweep, address: str):
         ) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    gpus = 1 if (sweep.device or "").startswith("cuda") else 0
-    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3, retry_exceptions=False)(run_recorded)
-    pending = [remote.remote(c, d, sweep.device, sweep.data_root) for c, d in todo]
+    # a task is a stack of runs; gpus_per_task < 1 lets Ray place several tasks on one GPU
+    gpus = (sweep.gpus_per_task or 1) if (sweep.device or "").startswith("cuda") else 0
+    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=3, retry_exceptions=False)(run_recorded_stack)
+    dirs = {}
+    for c, d in batches:
+        dirs[remote.remote(c, d, sweep.device, sweep.data_root, stack)] = d
+    pending = list(dirs)
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         for ref in ready:
             try:
-                yield ray.get(ref)
-            except Exception as e:  # the task died more often than its retries allow
-                yield {"status": "failed", "dir": "?", "error": f"{type(e).__name__}: {e}"}
+                yield from ray.get(ref)
+            except Exception as e:  # the task died more often than its retries allow: each of its runs failed
+                for d in dirs[ref]:
+                    yield {"status": "failed", "dir": d, "error": f"{type(e).__name__}: {e}"}
 
