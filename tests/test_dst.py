@@ -451,3 +451,27 @@ def test_train_command_takes_dst(tmp_path, capsys):
                  "--json"])
     assert code == 0
     assert (tmp_path / "t" / "masks-final.safetensors").exists()
+
+
+def test_the_report_pairs_a_moving_mask_with_the_same_mask_kept_static():
+    from sketchprune.report import paired_differences, run_labels, summarize
+    from sketchprune.results import Result
+
+    results = []
+    for i, (dst_, mode, seed) in enumerate((d, m, s) for d in ("static", "set", "rigl") for m in ("topk", "sample")
+                                           for s in (0, 1, 2)):
+        acc = 0.5 + {"static": 0.0, "set": 0.01, "rigl": 0.05}[dst_] + 0.001 * seed + (0.02 if mode == "sample" else 0)
+        config = {"model": "mlp", "dataset": "digits", "method": "snip", "mode": mode, "density": 0.1, "seed": seed}
+        if dst_ != "static":
+            config.update(dst=dst_, dst_interval=50)
+        results.append(Result(config=config, hash=f"h{i:02d}", compression=10.0, final_test_acc=acc,
+                              best_test_acc=acc, final_train_loss=1.0, kept=10, total=100, density_actual=0.1,
+                              collapsed=[], layer_density={"0.weight": 0.1}, prune_seconds=0.1, wall_seconds=1.0))
+    labels = run_labels(results)
+    assert {labels[r.hash] for r in results} == {"snip", "snip +set", "snip +rigl"}
+    rows = {(r["method"], r["versus"]): r for r in paired_differences(results)}
+    assert rows[("snip +rigl", "rigl - static (topk)")]["diff"] == pytest.approx(0.05)
+    assert rows[("snip +set", "set - static (sample)")]["diff"] == pytest.approx(0.01)
+    assert rows[("snip +rigl", "sample - topk")]["diff"] == pytest.approx(0.02)  # modes compared within rigl too
+    assert rows[("snip +rigl", "rigl - static (topk)")]["verdict"] == 1 and rows[("snip", "sample - topk")]["pairs"] == 3
+    assert len(summarize(results)) == 6

@@ -19,8 +19,8 @@ The rule (:func:`drop_grow`), per layer with ``kept`` weights:
 
 Checked against google-research/jaxpruner (``jaxpruner/algorithms/sparse_trainers.py``: ``SET``,
 ``RigL``; ``base_updater.py``, ``sparsity_schedules.py``, ``api.py`` at commit 14f97626,
-``mask_calculator.py`` at 11f95a58) and google-research/rigl (``rigl/sparse_optimizers_base.py``: ``SparseSETOptimizerBase``,
-``SparseRigLOptimizerBase``; commit 6e49b911). What they agree on, and we follow: drop by ``|w|``
+``mask_calculator.py`` at 11f95a58) and google-research/rigl (``rigl/sparse_optimizers_base.py``:
+``SparseSETOptimizerBase``, ``SparseRigLOptimizerBase``; commit 6e49b911). What they agree on, and we follow: drop by ``|w|``
 of the kept weights, grow among all weights not kept after the drop (just-dropped ones are
 candidates, and one grown back keeps its value: the TF code's ``reinit_when_same=False``),
 grown weights start at zero with their optimizer state (momentum, Adam moments) reset, SET grows
@@ -104,7 +104,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -118,7 +118,9 @@ from sketchprune.methods.registry import names as method_names
 from sketchprune.methods.registry import register
 from sketchprune.methods.runners import Runner
 from sketchprune.topk import largest_k
-from sketchprune.train import Callback, TrainState
+
+if TYPE_CHECKING:  # the updaters are training callbacks by their events; the registry loads without the training stack
+    from sketchprune.train import TrainState
 
 SCHEDULES = ("cosine", "constant")
 DEFAULTS = {"interval": 100, "start": 0.0, "end": 0.75, "fraction": 0.3, "schedule": "cosine"}
@@ -260,10 +262,11 @@ class UpdaterSettings:
     options: Any = None
 
 
-class Updater(Callback):
-    """The base of the DST updaters: a training callback that moves ``state.masks`` at the update
-    steps of its :class:`Schedule` and keeps the books (:meth:`summary`). A subclass proposes the
-    new masks (:meth:`propose`) and may act after every step or after the masks changed."""
+class Updater:
+    """The base of the DST updaters: a training callback (the events of
+    :class:`sketchprune.train.Callback`) that moves ``state.masks`` at the update steps of its
+    :class:`Schedule` and keeps the books (:meth:`summary`). A subclass proposes the new masks
+    (:meth:`propose`) and may act after every step or after the masks changed."""
 
     method = ""
     """The registry name."""
@@ -535,8 +538,8 @@ class DeeprOptions:
     deepr_temperature: float = setting(1e-9, "DeepR: the temperature T of the noise step sqrt(2 lr T) N(0, 1).")
 
     def validate(self) -> None:
-        check(self.deepr_l1 >= 0 and self.deepr_temperature >= 0 and math.isfinite(self.deepr_l1 + self.deepr_temperature),
-              "deepr_l1 and deepr_temperature must be numbers >= 0")
+        both = (self.deepr_l1, self.deepr_temperature)
+        check(all(v >= 0 and math.isfinite(v) for v in both), "deepr_l1 and deepr_temperature must be numbers >= 0")
 
 
 class DeepR(Updater):
@@ -633,7 +636,8 @@ class DnsOptions:
                                      "weight stays while margin * |w| is above the threshold a pruned one must pass.")
 
     def validate(self) -> None:
-        check(math.isfinite(self.dns_margin) and self.dns_margin >= 1, f"dns_margin must be >= 1, got {self.dns_margin}")
+        check(math.isfinite(self.dns_margin) and self.dns_margin >= 1,
+              f"dns_margin must be >= 1, got {self.dns_margin}")
 
 
 class DNS(Updater):

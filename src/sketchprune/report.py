@@ -3,7 +3,8 @@
 Under ``FOLDER/report``: ``results.csv`` (one row per run: the data, long format), ``summary.csv``
 (per setting x method x mode x compression: mean, 95 % t interval, seeds), ``paired.csv``
 (sample - top-k and auto - top-k per method and compression over the seeds both have, with their
-95 % interval and a verdict only where it excludes 0), ``diagnostics.csv`` (per compression: how
+95 % interval and a verdict only where it excludes 0; for a mask that moved while training, ``rigl -
+static (topk)`` against the same starting mask kept static), ``diagnostics.csv`` (per compression: how
 well each mask diagnostic at init predicts the final accuracy), ``pivot.md`` (methods x
 compression per mode, best in bold, significant differences to top-k marked), and the figures:
 
@@ -14,7 +15,10 @@ compression per mode, best in bold, significant differences to top-k marked), an
   compression where they differ most;
 * ``report.html``: all of it on one offline page.
 
-Runs at density 1 are the dense reference. A settings group is one (model, dataset) pair; each
+Runs at density 1 are the dense reference. A run whose mask moved while training (``dst``,
+:mod:`sketchprune.dst`) is labelled by its starting method and updater (``snip +rigl``) and paired,
+seed by seed, with the run of the same starting mask, mode and compression kept static: ``dst`` is
+an axis of comparison as the mode is. A settings group is one (model, dataset) pair; each
 group gets its own figures (``accuracy-2.png``, ...) when a folder holds several. Panels follow
 the methods' registration order; lines are coloured by mode.
 
@@ -52,7 +56,7 @@ def setting_of(config: dict[str, Any]) -> str:
 
 def method_label(config: dict[str, Any]) -> str:
     """The method as the tables name it: the method, with what else sets its runs apart (structured
-    units and their budget, rescaling, an N:M projection, a per-layer scope)."""
+    units and their budget, rescaling, an N:M projection, a per-layer scope, a DST updater)."""
     label = config["method"]
     if config.get("structure", "weights") == "units":
         label += f" units by {config.get('keep_by', 'units')}" + (" rescaled" if config.get("rescale") else "")
@@ -60,13 +64,15 @@ def method_label(config: dict[str, Any]) -> str:
         label += f" {config['nm']}"
     if config.get("scope", "global") != "global":
         label += f" [{config['scope']}]"
+    if config.get("dst", "static") != "static":
+        label += f" +{config['dst']}"
     return label
 
 
 SAMPLING_ONLY = ("scheme", "power", "sample_rounds", "signed_map")
 """Settings that apply to sampled masks only: a top-k run is the partner of every value of them."""
 _NAMED = {"model", "dataset", "model_options", "data_options", "method", "mode", "density", "seed", "structure",
-          "keep_by", "rescale", "nm", "scope"}  # named by the setting, the method label or the table's axes
+          "keep_by", "rescale", "nm", "scope", "dst"}  # named by the setting, the method label or the table's axes
 
 
 def _other_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +125,11 @@ def is_dense(label: str) -> bool:
 def _partner(label: str) -> str:
     """The label of a sampled group's top-k partner (its sampling-only settings dropped)."""
     return " ".join(w for w in label.split(" ") if w.split("=", 1)[0] not in SAMPLING_ONLY)
+
+
+def _static_partner(label: str) -> str:
+    """The label of a moving mask's static partner: its updater (``+rigl``) and the DST settings dropped."""
+    return " ".join(w for w in label.split(" ") if not w.startswith("+") and not w.startswith("dst_"))
 
 
 RESULT_COLUMNS = ["hash", "setting", "method", "mode", "density", "compression", "seed", "final_test_acc",
@@ -178,7 +189,8 @@ def summarize(results: list[Result], metric: str = "final_test_acc") -> list[dic
 
 
 def paired_differences(results: list[Result], metric: str = "final_test_acc") -> list[dict[str, Any]]:
-    """``sample - topk`` and ``auto - topk`` per (setting, method, density), paired by seed."""
+    """``sample - topk`` and ``auto - topk`` per (setting, method, density), and ``<dst> - static (mode)``
+    for a mask that moved against the same starting mask kept static, paired by seed."""
     groups = _by_seed(results, metric)
     rows = []
     for (setting, method, mode, density), seeds in sorted(groups.items()):
@@ -188,6 +200,13 @@ def paired_differences(results: list[Result], metric: str = "final_test_acc") ->
             if d is not None:
                 rows.append({"setting": setting, "method": method, "versus": f"{mode} - topk", "density": density,
                              "compression": 1 / density, **d})
+        updater = next((w[1:] for w in method.split(" ") if w.startswith("+")), None)
+        static = groups.get((setting, _static_partner(method), mode, density)) if updater else None
+        if static:
+            d = stats.paired(seeds, static)
+            if d is not None:
+                rows.append({"setting": setting, "method": method, "versus": f"{updater} - static ({mode})",
+                             "density": density, "compression": 1 / density, **d})
     return rows
 
 
@@ -317,13 +336,12 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
     fig, axes = _panels(len(names), 2.5)
     for ax, method in zip(axes.flat, names):
         ax.axhline(0, color="0.3", lw=1)
-        for versus, mode in (("sample - topk", "sample"), ("auto - topk", "auto")):
+        for versus in sorted({r["versus"] for r in rows if r["method"] == method}):
             line = sorted((r for r in rows if r["method"] == method and r["versus"] == versus),
                           key=lambda r: r["compression"])
-            if not line:
-                continue
-            color, _ = MODE_STYLE[mode]
-            shift = 0.03 if mode == "auto" else -0.03
+            mode = versus.split(" ")[0]  # sample, auto, or a DST updater (against static)
+            color = MODE_STYLE[mode][0] if mode in MODE_STYLE else "tab:purple"
+            shift = {"auto": 0.03, "sample": -0.03}.get(mode, 0.0)
             for r in line:
                 x = math.log10(r["compression"]) + shift
                 err = r["ci"] if math.isfinite(r["ci"]) else 0.0

@@ -38,8 +38,8 @@ def test_one_cycle_prunes_over_the_whole_training_to_the_budget(digits, monkeypa
 
     trainer = Trainer(digits, TrainConfig(epochs=2, optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=64))
     real = trainer.__call__
-    monkeypatch.setattr(Trainer, "__call__", lambda self, *a, callbacks=(), **kw: real(*a, callbacks=[*callbacks, Spy()],
-                                                                                        **kw))
+    monkeypatch.setattr(Trainer, "__call__",
+                        lambda self, *a, callbacks=(), **kw: real(*a, callbacks=[*callbacks, Spy()], **kw))
     m = prune(model, "one_cycle", 0.1, trainer=trainer, one_cycle_interval=6)
     total = m.report()["total"]
     assert m.report()["kept"] == round(0.1 * total) and kept[-1] == m.report()["kept"]

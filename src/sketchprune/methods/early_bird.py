@@ -24,7 +24,7 @@ initial weights (``prune_units`` returns the pruned network at initialization).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,10 @@ from sketchprune.errors import check
 from sketchprune.methods.context import UnitContext
 from sketchprune.methods.registry import register_units
 from sketchprune.selection import budget
-from sketchprune.train import Callback, TrainState
 from sketchprune.unit_groups import reduce, units
+
+if TYPE_CHECKING:  # a training callback by its events: the registry loads without the training stack
+    from sketchprune.train import TrainState
 
 THRESHOLD = 0.1
 """The mask distance under which the ticket has emerged (You et al.)."""
@@ -90,10 +92,11 @@ def distance(a: Tensor, b: Tensor) -> float:
     return float((a != b).double().mean())
 
 
-class Search(Callback):
-    """The early-bird search in training: L1 on the batch-norm scales (gradient hooks), the channel mask
-    after every epoch, and the end of training when the newest mask is within ``threshold`` of the
-    previous ``window - 1`` (it sets ``state.stop``). Its state survives a kill."""
+class Search:
+    """A training callback (the events of :class:`sketchprune.train.Callback`), the early-bird search:
+    L1 on the batch-norm scales (gradient hooks), the channel mask after every epoch, and the end of
+    training when the newest mask is within ``threshold`` of the previous ``window - 1`` (it sets
+    ``state.stop``). Its state survives a kill."""
 
     name = "early-bird"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -34,17 +35,20 @@ from sketchprune.errors import check
 from sketchprune.masks import Masks
 from sketchprune.methods.context import Built, Context
 from sketchprune.methods.registry import register
-from sketchprune.train import Callback, TrainState
+
+if TYPE_CHECKING:  # a training callback by its events: the registry loads without the training stack
+    from sketchprune.train import TrainState
 
 SCOPES = ("layer", "global")
 
 
-class GradualPruning(Callback):
-    """Prune a training network by magnitude from dense to ``budget`` weights: after every ``interval``
-    optimizer steps from ``start`` to ``end`` (fractions of the training), to the density
-    ``density_at(progress)`` (``progress`` in [0, 1] over the window; ``density_at(1)`` is the final
-    density), among the weights still kept; per layer alike (``scope="layer"``) or over all layers
-    (``"global"``). The last pruning step keeps exactly ``budget``. ``final`` holds the masks at the end."""
+class GradualPruning:
+    """A training callback (the events of :class:`sketchprune.train.Callback`) that prunes a training
+    network by magnitude from dense to ``budget`` weights: after every ``interval`` optimizer steps
+    from ``start`` to ``end`` (fractions of the training), to the density ``density_at(progress)``
+    (``progress`` in [0, 1] over the window; ``density_at(1)`` is the final density), among the
+    weights still kept; per layer alike (``scope="layer"``) or over all layers (``"global"``). The
+    last pruning step keeps exactly ``budget``. ``final`` holds the masks at the end."""
 
     def __init__(self, names: list[str], budget: int, density_at: Callable[[float], float], *, interval: int,
                  start: float, end: float, scope: str, what: str) -> None:
@@ -77,7 +81,8 @@ class GradualPruning(Callback):
         masks = {n: state.masks[n].cpu() for n in self.names}
         sizes = [masks[n].numel() for n in self.names]
         kept = [int(masks[n].sum()) for n in self.names]
-        target = self.budget if last else max(self.budget, min(sum(kept), round(self.density_at(progress) * sum(sizes))))
+        scheduled = round(self.density_at(progress) * sum(sizes))
+        target = self.budget if last else max(self.budget, min(sum(kept), scheduled))
         if target >= sum(kept) and not last:
             return
         mags = {n: params[n].detach().abs().cpu().float().masked_fill(~masks[n], -1.0) for n in self.names}
