@@ -398,6 +398,7 @@ def train_stacked(
     progress: bool = False,
     stop_after: int | None = None,
     eval_memory: int = 2**28,
+    timings: dict[str, float] | None = None,
 ) -> list[dict[str, Any] | Exception]:
     """Train the networks of ``jobs`` together; per job, what ``train`` returns for it alone (or
     the exception that stopped it, such as a non-finite loss: the others go on).
@@ -407,7 +408,9 @@ def train_stacked(
     ``train(model, data, cfg, masks=, out=, seed=, run_key=)`` trains it. Networks that resume
     from different epochs train in separate stacks. ``wall_seconds`` is each network's share of
     its stack's time. ``eval_memory`` caps the bytes of one evaluation forward (the stack is
-    evaluated in parts when needed). The models are left holding their trained weights.
+    evaluated in parts when needed). The models are left holding their trained weights. With a
+    ``timings`` dict, the seconds spent in training steps, evaluation and checkpoints (metrics
+    and checkpoint files) are added to its keys ``steps``, ``evaluation``, ``checkpoints``.
     """
     cfg.validate()
     check(len(jobs) >= 1, "train_stacked needs at least one job")
@@ -423,7 +426,7 @@ def train_stacked(
         by_start.setdefault((n.epoch, e), []).append(n)
     for (start, stop), group in by_start.items():
         if start < stop:
-            _train_group(group, data, cfg, dev, start, stop, progress, eval_memory)
+            _train_group(group, data, cfg, dev, start, stop, progress, eval_memory, timings)
     results: list[dict[str, Any] | Exception] = []
     for n in nets:
         if n.error is not None:
@@ -438,7 +441,7 @@ def train_stacked(
 
 
 def _train_group(nets: list[_Network], data: Dataset, cfg: TrainConfig, dev: torch.device, start: int, end: int,
-                 progress: bool, eval_memory: int) -> None:
+                 progress: bool, eval_memory: int, timings: dict[str, float] | None) -> None:
     """Epochs ``start .. end`` of networks that all stand at ``start``: one stacked model, one optimizer."""
     t0 = time.perf_counter()
     stacked = stack_models([n.job.model for n in nets]).to(dev)
@@ -454,7 +457,7 @@ def _train_group(nets: list[_Network], data: Dataset, cfg: TrainConfig, dev: tor
             bar = tqdm(total=cfg.epochs, initial=start, desc=f"train x{len(nets)}", leave=False)
         try:
             for epoch in range(start, end):
-                _epoch(stacked, opt, nets, data, cfg, dev, epoch, eval_memory)
+                _epoch(stacked, opt, nets, data, cfg, dev, epoch, eval_memory, timings)
                 if bar is not None:
                     bar.update(1)
                 if all(n.error is not None for n in nets):
@@ -473,8 +476,10 @@ def _train_group(nets: list[_Network], data: Dataset, cfg: TrainConfig, dev: tor
 
 
 def _epoch(stacked: StackedModel, opt: torch.optim.Optimizer, nets: list[_Network], data: Dataset,
-           cfg: TrainConfig, dev: torch.device, epoch: int, eval_memory: int) -> None:
+           cfg: TrainConfig, dev: torch.device, epoch: int, eval_memory: int,
+           timings: dict[str, float] | None = None) -> None:
     """One epoch of every network: train, evaluate, write each one's metrics and checkpoint."""
+    clock = _Clock(timings, dev)
     k, n = len(nets), len(data.train_y)
     for g in opt.param_groups:
         g["lr"] = cfg.lr * lr_factor(cfg, epoch)
@@ -491,7 +496,9 @@ def _epoch(stacked: StackedModel, opt: torch.optim.Optimizer, nets: list[_Networ
         losses = stacked_step(stacked, opt, x, ys)
         total += losses.double() * len(ys[0])
     train_loss = total.tolist()
+    clock.lap("steps")
     test = evaluate_stacked(stacked, data.test_x, data.test_y, memory=eval_memory)
+    clock.lap("evaluation")
     lr = opt.param_groups[0]["lr"]
     for j, net in enumerate(nets):
         if net.error is not None:
@@ -505,6 +512,23 @@ def _epoch(stacked: StackedModel, opt: torch.optim.Optimizer, nets: list[_Networ
         net.epoch = epoch + 1
         if net.job.out is not None:
             _write(net, stacked, opt, j, cfg)
+    clock.lap("checkpoints")
+
+
+class _Clock:
+    """Adds the seconds since its last lap to ``timings[key]`` (nothing when ``timings`` is None)."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device) -> None:
+        self.timings, self.device, self.t = timings, device, time.perf_counter()
+
+    def lap(self, key: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[key] = self.timings.get(key, 0.0) + now - self.t
+        self.t = now
 
 
 def stacked_step(stacked: StackedModel, opt: torch.optim.Optimizer, x: Tensor, ys: Sequence[Tensor]) -> Tensor:
@@ -673,12 +697,13 @@ def plan(cfgs: Sequence[Any], stack: int | str = "auto", device: str | None = No
 
 def run_many(cfgs: Sequence[Any], outs: Sequence[str | Path], *, stack: int | str = "auto",
              device: str | None = None, data_root: str | None = None, download: bool = False,
-             progress: bool = False) -> list[Any]:
+             progress: bool = False, timings: dict[str, float] | None = None) -> list[Any]:
     """Run ``cfgs`` in folders ``outs`` as :func:`sketchprune.experiment.run` runs each, the
     trainings that can stack trained together ``stack`` at a time (``auto``: :func:`auto_size`),
     the others one by one. Per run, its :class:`~sketchprune.results.Result` or the exception that
     stopped it (one run's failure stops no other). A run's ``wall_seconds`` is its pruning plus
-    its share of its stack's training."""
+    its share of its stack's training. ``timings``: as :func:`train_stacked`'s, and ``pruning``
+    (each run up to its training), ``alone`` (the runs trained one at a time)."""
     import contextlib
 
     from sketchprune import experiment
@@ -687,6 +712,16 @@ def run_many(cfgs: Sequence[Any], outs: Sequence[str | Path], *, stack: int | st
 
     outcome: list[Any] = [None] * len(cfgs)
     datasets: dict[str, Dataset] = {}
+    clock = _Clock(timings, resolve_device(device))
+
+    def alone(i: int, r: Any) -> None:
+        try:
+            outcome[i] = experiment.finish(r, train(r.model, r.data, r.cfg.train, device=device, progress=progress,
+                                                    **r.train_kwargs()))
+        except Exception as e:  # recorded for this run; the others go on
+            outcome[i] = e
+        clock.lap("alone")
+
     with contextlib.ExitStack() as held:
         ready: list[tuple[int, Any]] = []
         for i, (cfg, out) in enumerate(zip(cfgs, outs)):
@@ -701,40 +736,32 @@ def run_many(cfgs: Sequence[Any], outs: Sequence[str | Path], *, stack: int | st
                 if key not in datasets:
                     datasets[key] = experiment.load_data(cfg, data_root, download)
                 ready.append((i, experiment.prepare(cfg, out, device=device, dataset=datasets[key])))
-            except Exception as e:  # recorded for this run; the others go on
+            except Exception as e:
                 outcome[i] = e
+        clock.lap("pruning")
         stacks: dict[str, list[tuple[int, Any]]] = {}
         for i, r in ready:
-            why = _alone(r)
-            if why is None:
+            if _alone(r) is None:
                 stacks.setdefault(json.dumps([stack_key(r.cfg), repr(r.model)]), []).append((i, r))
             else:
-                try:
-                    outcome[i] = experiment.finish(r, train(r.model, r.data, r.cfg.train, device=device,
-                                                            progress=progress, **r.train_kwargs()))
-                except Exception as e:
-                    outcome[i] = e
+                alone(i, r)
         chunks = []
         for members in stacks.values():
             first = members[0][1]
             k = auto_size(first.model, first.cfg.train.batch_size, device) if stack == "auto" else int(stack)
             chunks += [members[j:j + k] for j in range(0, len(members), k)]
         for members in chunks:
-            first = members[0][1]
             if len(members) == 1:  # a stack of one: the one-at-a-time loop (the same result)
-                i, r = members[0]
-                try:
-                    outcome[i] = experiment.finish(r, train(r.model, r.data, r.cfg.train, device=device,
-                                                            progress=progress, **r.train_kwargs()))
-                except Exception as e:
-                    outcome[i] = e
+                alone(*members[0])
                 continue
+            first = members[0][1]
             try:
                 trained = train_stacked([Job(r.model, r.masks, r.cfg.seed, r.out, config_hash(r.cfg))
                                          for _, r in members], first.data, first.cfg.train, device=device,
-                                        progress=progress)
+                                        progress=progress, timings=timings)
             except Exception as e:  # the stack as a whole failed: every run of it did
                 trained = [e] * len(members)
+            clock.t = time.perf_counter()
             for (i, r), t in zip(members, trained):
                 try:
                     if isinstance(t, Exception):
@@ -742,6 +769,7 @@ def run_many(cfgs: Sequence[Any], outs: Sequence[str | Path], *, stack: int | st
                     outcome[i] = experiment.finish(r, t, wall_seconds=r.prune_seconds + t["wall_seconds"])
                 except Exception as e:
                     outcome[i] = e
+            clock.lap("results")
     return outcome
 
 
