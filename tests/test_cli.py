@@ -175,3 +175,23 @@ def test_cli_errors_are_one_line(args, msg, tmp_path, capsys):
 def test_cuda_without_gpu_is_an_error(tmp_path, capsys):
     rc = main(["train", "--device", "cuda", "--dataset", "digits", "--model", "mlp", "--out", str(tmp_path)])
     assert rc == 2 and "no GPU" in capsys.readouterr().err
+
+
+def test_prune_of_a_data_free_method_needs_no_data_set_that_fits(tmp_path, capsys):
+    """The README's first example: SynFlow on ResNet-20 with no --dataset prunes it on its own input
+    shape (the default MNIST-1D does not fit it) and says so; a data set named on the command line
+    that does not fit is an error; a model that fits the default data set is pruned for it, as
+    ``train`` with the same flags would train it."""
+    rc = main(["prune", "--model", "resnet20", "--method", "synflow", "--compression", "100", "--iterations", "2",
+               "--out", str(tmp_path / "r"), "--json"])
+    out, err = capsys.readouterr()
+    rep = json.loads(out)
+    assert rc == 0 and rep["kept"] == round(0.01 * rep["total"]) and rep["layers"][0]["total"] == 16 * 3 * 9
+    assert "resnet20 is pruned on its own input shape (3, 32, 32)" in err and "\n" not in err.strip()
+    rc = main(["prune", "--model", "resnet20", "--method", "synflow", "--dataset", "synthetic", "--out",
+               str(tmp_path / "s")])
+    assert rc == 2 and "does not fit data set 'synthetic'" in capsys.readouterr().err
+    rc = main(["prune", "--model", "mlp", "--method", "magnitude", "--out", str(tmp_path / "m"), "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["layers"][0]["total"] == 256 * 40  # MNIST-1D's 40 inputs
+    rc = main(["prune", "--model", "resnet20", "--method", "snip", "--out", str(tmp_path / "n")])
+    assert rc == 2 and "does not fit data set 'mnist1d'" in capsys.readouterr().err  # snip needs the data

@@ -7,6 +7,7 @@ JSON object on stdout instead of tables). Bad input exits with status 2 and a on
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import sys
@@ -273,6 +274,7 @@ def _prune_config_from_flags(kwargs: dict[str, Any]) -> Any:
     from sketchprune.experiment import RunConfig
     from sketchprune.train import TrainConfig
 
+    _DATA_GIVEN.set(kwargs.get("dataset") is not None or kwargs.get("data_options") is not None)
     given = [f.name for f in dataclasses.fields(TrainConfig) if kwargs.get(f.name) is not None]
     method = kwargs.get("method") or RunConfig.method
     if given and method in methods.names() and not methods.get(method).runner.needs_trainer:
@@ -313,14 +315,34 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
     from sketchprune import experiment, methods
 
     out_folder(out)
+    spec = methods.get(cfg.method)
     data = experiment.load_data(cfg, data_root, download)
-    # the model must take the data's inputs where they are used: units (a forward) or a method that uses data
-    model = experiment.build_model(cfg, data, check=cfg.structure == "units" or methods.get(cfg.method).needs_data)
+    try:
+        model = experiment.build_model(cfg, data)  # checked to take the data's inputs: the masks are for them
+        shape = data.input_shape
+    except SketchpruneError:
+        if spec.data != "none" or spec.runner.needs_trainer or _data_given():
+            raise
+        # a data-free method needs no data set: a model that does not take the default one's inputs is
+        # pruned on its own input shape (what its registry entry records)
+        import torch
+
+        from sketchprune import models
+
+        torch.manual_seed(cfg.seed)  # as build_model: the run's seed initializes the model
+        theirs, data, model = tuple(data.input_shape), None, models.create(cfg.model, **cfg.model_options)
+        shape = tuple(model.input_shape)
+        typer.echo(f"note: {cfg.model} does not take {cfg.dataset}'s inputs {theirs}; {cfg.method} is data-free, "
+                   f"so {cfg.model} is pruned on its own input shape {shape} (--dataset names a data set to fit)",
+                   err=True)
     if cfg.structure == "units":  # a smaller dense network: report its layers and costs
         from sketchprune.costs import costs
+        from sketchprune.pruning import prune_units
 
-        report = experiment.units_report(experiment.units_model(cfg, model, data), costs(model, data.input_shape),
-                                         data.input_shape)
+        small = experiment.units_model(cfg, model, data) if data is not None else prune_units(
+            model, cfg.method, cfg.density, mode=cfg.mode, seed=cfg.seed, keep_by=cfg.keep_by, scheme=cfg.scheme,
+            power=cfg.power, rescale=cfg.rescale, input_shape=shape)
+        report = experiment.units_report(small, costs(model, shape), shape)
         rows = [{"layer": n, **v, "fraction": v["kept"] / v["total"]} for n, v in report["layers"].items()]
         emit({"model": cfg.model, "method": cfg.method, **report}, as_json,
              [(f"units kept (params {report['params_fraction']:.3f}, MACs {report['macs_fraction']:.3f} of dense)",
@@ -329,7 +351,7 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse is reported below
-        masks = experiment.prune_model(cfg, model, data)
+        masks = experiment.prune_model(cfg, model, data) if data is not None else _prune_data_free(cfg, spec, model)
     files = {"masks": masks.save(out / "masks.safetensors"),
              "json": write_json(out / "density.json", {**masks.report(), "meta": masks.meta})}
     result = {"model": cfg.model, "method": cfg.method, **masks.report(), "meta": masks.meta}
@@ -340,6 +362,31 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
     if masks.collapsed():
         typer.echo(f"warning: layer collapse in {', '.join(masks.collapsed())}", err=True)
     emit({}, False, [], files)
+
+
+_DATA_GIVEN: contextvars.ContextVar[bool] = contextvars.ContextVar("data_given", default=True)
+"""Whether this ``prune`` command line names a data set (``--dataset`` or ``--data-options``): a
+data-free method on a model that does not take the default data set's inputs is then an error,
+not pruned on the model's own input shape."""
+
+
+def _data_given() -> bool:
+    """Whether the command line names a data set (set when ``prune``'s flags become its config)."""
+    return _DATA_GIVEN.get()
+
+
+def _prune_data_free(cfg: Any, spec: Any, model: Any) -> Any:
+    """``prune``'s masks of a data-free method without a data set (the model's own input shape),
+    projected onto the config's N:M pattern as :func:`sketchprune.experiment.prune_model` does."""
+    from sketchprune.nm import project_nm
+    from sketchprune.pruning import prune_with
+
+    masks = prune_with(model, spec, cfg, cfg.method_settings(), cfg.density, seed=cfg.seed,
+                       input_shape=tuple(model.input_shape))
+    if cfg.nm:
+        n, m = (int(v) for v in cfg.nm.split(":"))
+        masks = project_nm(masks, model, n, m)
+    return masks
 
 
 def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[str], download: bool,
