@@ -11,6 +11,15 @@ to another model (what an optimizer of unmasked parameters pays for ``Masks.appl
 optimizer step alone (that cost without the arithmetic around it), and ``train()`` end to end on the E5 MLP on MNIST-1D (masked at density 0.1, checkpoint and metrics
 written: every built-in callback of the loop). It prints each figure for both and the ratio.
 Run: ``python benchmarks/bench_train.py --compare /path/to/old/src``.
+
+``--dst`` times dynamic sparse training (:mod:`sketchprune.dst`): ``train()`` of the same masked
+model (magnitude, density 0.1) with the mask kept static and moved by ``set`` and ``rigl`` at
+``dst_interval=100`` (updates at every 100th step over the whole run, a constant 30 %), on the E5 MLP
+(``mlp`` depth 5 width 100, MNIST-1D-shaped inputs of length 40, batch 128, Adam) and VGG-11-BN
+(CIFAR-shaped random inputs, batch 32, SGD with momentum): the variants alternate in one process,
+best of ``--rounds`` (five times as many for the MLP); it prints the per-step time of each, the ratio to static, and the time the
+updater itself took at its update steps amortized over the interval. ``--json FILE`` keeps them.
+Run: ``python benchmarks/bench_train.py --dst [--rounds 3] [--threads 1] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -172,6 +181,63 @@ def compare(args: argparse.Namespace) -> None:
         print(f"{k:<{width}}  {o:>9.4f}  {n:>9.4f}  {n / o:>7.3f}")
 
 
+def dst_cost(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Per model, seconds per step of train() with the mask static, moved by set and by rigl (see the
+    module docstring), and the updaters' own seconds per update step."""
+    import copy
+
+    import torch
+
+    from sketchprune import dst, models, prune
+    from sketchprune.data import Dataset
+    from sketchprune.train import TrainConfig, train
+
+    out: dict[str, dict[str, float]] = {}
+    cases = (("E5 MLP (mlp 5 x 100, input 40)", lambda: models.create("mlp", input_shape=(40,), width=100, depth=5),
+              (40,), 400, 128, TrainConfig(epochs=1, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128)),
+             ("VGG-11-BN (3 x 32 x 32)", lambda: models.create("vgg11_bn"), (3, 32, 32), 100, 32,
+              TrainConfig(epochs=1, optimizer="sgd", lr=0.01, batch_size=32)))
+    for label, make, shape, steps, batch, cfg in cases:
+        g = torch.Generator().manual_seed(0)
+        n = steps * batch
+        data = Dataset("bench", torch.randn((n, *shape), generator=g), torch.randint(0, 10, (n,), generator=g),
+                       torch.randn((10, *shape), generator=g), torch.randint(0, 10, (10,), generator=g), 10)
+        torch.manual_seed(0)
+        init = make()
+        masks = prune(init, "magnitude", 0.1)
+        best = {v: float("inf") for v in ("static", "set", "rigl")}
+        update = {v: float("inf") for v in ("set", "rigl")}
+        rounds = args.rounds * (5 if steps * batch < 100_000 else 1)  # the MLP is cheap: more rounds against noise
+        for r in range(rounds):
+            order = list(best) if r % 2 == 0 else list(best)[::-1]  # alternate who goes first
+            for variant in order:
+                model = copy.deepcopy(init)
+                up = dst.updater(variant, interval=100, start=0.0, end=1.0, schedule="constant")
+                spent = [0.0]
+                if up is not None:  # the updater's own time at its update steps
+                    inner = up.on_step_end
+
+                    def timed(state, inner=inner, up=up, spent=spent) -> None:
+                        t0 = time.perf_counter()
+                        inner(state)
+                        if up.schedule.is_update(state.step):
+                            spent[0] += time.perf_counter() - t0
+
+                    up.on_step_end = timed
+                t0 = time.perf_counter()
+                train(model, data, cfg, masks=masks, device=args.device, callbacks=[up] if up else [])
+                best[variant] = min(best[variant], (time.perf_counter() - t0) / steps)
+                if up is not None:
+                    update[variant] = min(update[variant], spent[0] / up.updates)
+        out[label] = {"static s/step": best["static"], "set s/step": best["set"], "rigl s/step": best["rigl"],
+                      "set s/update": update["set"], "rigl s/update": update["rigl"]}
+        print(f"{label}: static {best['static'] * 1e3:.3f} ms/step; "
+              + "; ".join(f"{v} {best[v] * 1e3:.3f} ms/step ({best[v] / best['static']:.3f} x static), "
+                          f"{update[v] * 1e3:.1f} ms per update = {update[v] / 100 / best['static'] * 100:.2f} % "
+                          "of a static step amortized over 100" for v in ("set", "rigl")), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
@@ -181,6 +247,8 @@ def main() -> None:
     ap.add_argument("--compare", metavar="OLD_SRC", help="time this library's src folder against --against")
     ap.add_argument("--against", metavar="NEW_SRC", default=str(Path(__file__).resolve().parents[1] / "src"))
     ap.add_argument("--epochs", type=int, default=3, help="epochs of the end-to-end train() timing (--compare)")
+    ap.add_argument("--dst", action="store_true", help="time set and rigl against static (dst_interval=100)")
+    ap.add_argument("--json", metavar="FILE", help="with --dst: write the figures to FILE")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -191,6 +259,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(worker(args)))
+    elif args.dst:
+        figures = dst_cost(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"threads": args.threads, "rounds": args.rounds,
+                                                   "device": args.device, "seconds": figures}, indent=1) + "\n")
     elif args.compare:
         compare(args)
     else:

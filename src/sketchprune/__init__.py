@@ -19,7 +19,7 @@ from sketchprune.selection import select
 
 __all__ = ["Masks", "SketchpruneError", "prune", "prune_units", "select", "__version__"]
 
-_SUBMODULES = {"atomic", "auto", "budgets", "config", "costs", "data", "diagnostics", "experiment", "export",
+_SUBMODULES = {"atomic", "auto", "budgets", "config", "costs", "data", "diagnostics", "dst", "experiment", "export",
                "inclusion", "layers", "masks", "methods", "models", "nm", "pieces", "pruning", "report", "results",
                "sampling", "seeding", "selection", "sketch", "stats", "sweep", "tables", "theory", "topk", "train",
                "unit_groups"}
