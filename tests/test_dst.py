@@ -475,3 +475,13 @@ def test_the_report_pairs_a_moving_mask_with_the_same_mask_kept_static():
     assert rows[("snip +rigl", "sample - topk")]["diff"] == pytest.approx(0.02)  # modes compared within rigl too
     assert rows[("snip +rigl", "rigl - static (topk)")]["verdict"] == 1 and rows[("snip", "sample - topk")]["pairs"] == 3
     assert len(summarize(results)) == 6
+
+
+def test_allocate_splits_in_proportion_capped_and_exact():
+    assert dst.allocate(10, [1, 1, 2], [10, 10, 10]) == [3, 2, 5]  # 2.5, 2.5, 5: the tie to the earlier entry
+    assert dst.allocate(10, [1, 1, 8], [10, 10, 2]) == [4, 4, 2]  # the capped share's excess goes to the others
+    assert dst.allocate(7, [0, 0], [5, 5]) == [4, 3]  # no weights: evenly
+    assert dst.allocate(20, [1, 1], [3, 4]) == [3, 4]  # more than all caps: every cap filled
+    for total in range(0, 30):
+        got = dst.allocate(total, [5, 0, 3, 9], [4, 6, 8, 5])
+        assert sum(got) == min(total, 23) and all(0 <= g <= c for g, c in zip(got, [4, 6, 8, 5]))

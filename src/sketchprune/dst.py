@@ -272,8 +272,6 @@ class Updater:
     """The registry name."""
     moves_fraction = True
     """``dst_fraction`` / ``dst_schedule`` decide how many weights move (else the updater's own rule)."""
-    global_count = False
-    """The count is conserved over the network, not per layer (dsr, deepr)."""
 
     def __init__(self, settings: UpdaterSettings) -> None:
         self.settings = settings
@@ -461,7 +459,6 @@ class DSR(Updater):
     """DSR: prune by a global adaptive threshold, regrow at random in proportion to each layer's survivors."""
 
     method = "dsr"
-    global_count = True
 
     def __init__(self, settings: UpdaterSettings) -> None:
         super().__init__(settings)
@@ -548,7 +545,6 @@ class DeepR(Updater):
 
     method = "deepr"
     moves_fraction = False
-    global_count = True
 
     def __init__(self, settings: UpdaterSettings) -> None:
         super().__init__(settings)
