@@ -93,7 +93,7 @@ def jobs(data_root: Path, out: Path) -> dict[str, list[str]]:
     return {
         "prune": ["prune", "--model", "resnet20", "--dataset", "cifar10", "--data-root", str(data_root),
                   "--method", "synflow", "--compression", "100", "--out", str(out / "prune"), "--json"],
-        "theory": ["theory", "sketch", "--trials", "150", "--n", "200", "--budgets", "10,50", "--out",
+        "theory": ["theory", "sketch", "--trials", "100", "--n", "200", "--budgets", "10,50", "--out",
                    str(out / "theory"), "--json"],
     }
 
