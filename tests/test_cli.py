@@ -107,7 +107,8 @@ def test_train_warns_about_layer_collapse(tmp_path, capsys):
                "--model-options", "width=64", "--out", str(tmp_path), "--json"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "warning: layer collapse" in err and json.loads((tmp_path / "result.json").read_text())["collapsed"]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert f"warning: run magnitude-topk-d0.1-s0-{result['hash']}: layer collapse" in err and result["collapsed"]
 
 
 def test_help_shows_no_bool_metavar(capsys):

@@ -10,10 +10,11 @@ and, last and atomically, ``result.json`` (a :class:`~sketchprune.results.Result
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from sketchprune.masks import Masks
 from sketchprune.pruning import (KEEP_BY, PruneOptions, method_settings, prunable_parameters, prune_units, prune_with,
                                  reinitialize)
 from sketchprune.results import (CONFIG_FILE, MASKS_FILE, MASKS_FINAL_FILE, RESULT_FILE, START_FILE, UNITS_FILE,
-                                 Result, load_result)
+                                 Result, load_result, run_name)
 from sketchprune.train import Callback, TrainConfig, train
 
 
@@ -403,7 +404,8 @@ def _prepare_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, o
         masks = Masks.load(masks_path)
         _check_masks_fit(masks, model, cfg, masks_path)
     else:
-        masks = prune_model(cfg, model, data, out, device)  # layer collapse warns, as prune does
+        with _warnings_of_run(cfg):  # layer collapse warns, as prune does, naming the run
+            masks = prune_model(cfg, model, data, out, device)
         if masks.start_state is not None:  # the method rewound the weights (imp): train from those
             write_safetensors(start_path, masks.start_state)
         masks.save(masks_path)
@@ -423,6 +425,17 @@ def _prepare_weights(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, o
 
     return Prepared(cfg, out, data, model, masks, t0, time.perf_counter() - t0, pruned,
                     callbacks=[updater] if updater is not None else [])
+
+
+@contextlib.contextmanager
+def _warnings_of_run(cfg: RunConfig) -> Iterator[None]:
+    """The warnings raised inside (layer collapse, unpruned tensors) issued again with the run they
+    belong to first (``run snip-topk-d0.01-s0-<hash>: layer collapse: ...``): in a sweep, many runs warn."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(f"run {run_name(cfg)}: {w.message}", w.category, w.filename, w.lineno)
 
 
 def _updater(cfg: RunConfig, data: datasets.Dataset) -> dynamic_sparse.Updater | None:

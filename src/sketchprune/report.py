@@ -47,6 +47,12 @@ MODES = ("topk", "sample", "auto")
 MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto": ("tab:green", ":")}
 
 
+def compression_label(compression: float) -> str:
+    """A compression ratio as every table, figure and progress line writes it: three significant
+    digits and an ``x`` (``3.16x``, ``10x``, ``31.6x``, ``316x``; the dense model is ``1x``)."""
+    return f"{compression:.3g}x"
+
+
 def setting_of(config: dict[str, Any]) -> str:
     """The settings group of a run: model and data set, with their options when they have any."""
     opts = {**config.get("model_options", {}), **config.get("data_options", {})}
@@ -88,6 +94,21 @@ def _other_settings(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _with_default_options(flats: dict[str, dict[str, Any]], runs: list[Result]) -> None:
+    """Fill in the method options a run's config leaves out (a config records only the options that
+    differ from their defaults) where another run of the group sets them, at their default value."""
+    keys = {k for f in flats.values() for k in f}
+    if all(keys <= set(f) for f in flats.values()):
+        return
+    from sketchprune import methods  # only here: the registry imports every method
+
+    for r in runs:
+        method = r.config.get("method")
+        if method in methods.names():
+            defaults = {f.name: f.default for f in methods.get(method).option_fields()}
+            flats[r.hash].update({k: defaults[k] for k in keys - set(flats[r.hash]) if k in defaults})
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -108,6 +129,7 @@ def run_labels(results: list[Result]) -> dict[str, str]:
     labels = {}
     for (_, base), runs in groups.items():
         flats = {r.hash: _other_settings(r.config) for r in runs}
+        _with_default_options(flats, runs)
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str)
                                            for f in flats.values()}) > 1]

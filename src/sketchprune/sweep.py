@@ -210,9 +210,13 @@ def run(
     retry_failed: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     stack: int | str | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> dict[str, int]:
     """Run every unfinished run of ``sweep`` under ``out``; returns counts done / skipped / failed.
-    ``stack`` (default: the sweep's) is how many compatible runs train at once (``auto`` or K)."""
+    ``stack`` (default: the sweep's) is how many compatible runs train at once (``auto`` or K).
+    ``on_start(to_run, skipped)`` is called once the runs to do are known; ``progress(outcome)``
+    after each run, its outcome holding ``status``, ``dir``, ``config`` (the RunConfig) and
+    ``result`` or ``error``."""
     check(isinstance(workers, int) and workers >= 1, f"--workers must be >= 1, got {workers}")
     stack = parse_stack(stack, "--stack") if stack is not None else sweep.stack
     if ray_address is None:
@@ -238,6 +242,9 @@ def run(
             todo.append((cfgmod.to_dict(cfg), str(d)))
             todo_cfgs.append(cfg)
         counts = {"done": 0, "skipped": skipped, "failed": 0, "failed_earlier": failed_before}
+        configs = {d: cfg for (_, d), cfg in zip(todo, todo_cfgs)}
+        if on_start is not None:
+            on_start(len(todo), skipped)
         parallel = workers if ray_address is None else 64  # a Ray cluster: many small tasks
         batches = [([todo[i][0] for i in b], [todo[i][1] for i in b])
                    for b in plan(todo_cfgs, stack, sweep.device, parallel)]
@@ -250,7 +257,7 @@ def run(
         for outcome in outcomes:
             counts[outcome["status"]] += 1
             if progress is not None:
-                progress(outcome)
+                progress({**outcome, "config": configs.get(outcome["dir"])})
     return counts
 
 

@@ -112,7 +112,7 @@ def prune_with(model: nn.Module, method: methods.Method, opts: PruneOptions, met
     if outcome.auto:  # what auto chose in the last round (and how often it sampled)
         result.meta["auto"] = {**outcome.auto[-1], "sampled_rounds": sum(d["mode"] == "sample" for d in outcome.auto)}
     if collapsed:
-        msg = f"layer collapse: {len(collapsed)} layer(s) pruned to nothing ({', '.join(collapsed[:3])})"
+        msg = f"layer collapse: {len(collapsed)} layer(s) pruned to nothing ({', '.join(collapsed)})"
         if opts.on_collapse == "error":
             raise SketchpruneError(msg + "; raise the density, use scope='layer' or 'erk', or mode='sample'")
         warnings.warn(msg, LayerCollapseWarning, stacklevel=3)
