@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -32,7 +32,9 @@ from sketchprune.errors import check
 from sketchprune.methods.context import Built, Context
 from sketchprune.methods.edge_popup import Supermask, supermask_of, train_scores
 from sketchprune.methods.registry import register
-from sketchprune.train import Callback, TrainState
+
+if TYPE_CHECKING:  # the training loop is not imported to register a method (report and the CLI stay light)
+    from sketchprune.train import TrainState
 
 DRAWS = ("empirical", "kaiming_normal", "kaiming_uniform", "signed_constant")
 
@@ -52,8 +54,8 @@ def draw_like(initial: Tensor, how: str, generator: torch.Generator) -> Tensor:
     return torch.where(torch.rand(shape, generator=generator) < 0.5, -std, std)
 
 
-class Rerandomize(Callback):
-    """Every ``every`` optimizer steps, each pruned weight of ``supermask`` is re-drawn with
+class Rerandomize:
+    """A training callback (the events of :class:`sketchprune.train.Callback`): every ``every`` optimizer steps, each pruned weight of ``supermask`` is re-drawn with
     probability ``lam``. The draws come from a generator saved in the checkpoint."""
 
     name = "iterand"
