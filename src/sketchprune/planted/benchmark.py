@@ -32,7 +32,7 @@ from sketchprune import methods, seeding
 from sketchprune.atomic import write_json, write_text
 from sketchprune.errors import SketchpruneError, check
 from sketchprune.masks import Masks
-from sketchprune.planted.tickets import Planted, evaluate, higher_is_better, metric_name, plant
+from sketchprune.planted.tickets import Planted, evaluate, higher_is_better, plant
 from sketchprune.train import TrainConfig, train
 
 PAPER_TRAINING = TrainConfig(epochs=10, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0,

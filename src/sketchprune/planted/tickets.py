@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -325,7 +325,6 @@ class Planted:
     seed: int
     mother_metric: float = float("nan")
     """The unpruned mother network's test metric (the paper's evaluation)."""
-    extra: dict = field(default_factory=dict)
 
     @property
     def metric_name(self) -> str:
