@@ -34,6 +34,8 @@ SHRUNK = {
 }
 NOT_RUN = {"make test": "this test suite itself", "make run": "`sketchprune run` (the Makefile says so), run below",
            "--ray-address auto": "needs a running Ray cluster"}
+PLACEHOLDERS = {"K": "4"}
+"""A value a line leaves to the reader (``--stack K``), as the test gives it."""
 
 
 def block(marker: str) -> str:
@@ -55,7 +57,8 @@ def variants(line: str) -> list[str]:
             out.append(f"{base} {group}")
             continue
         i = alternatives[0]
-        out += [" ".join([base, *tokens[:i], alt, *tokens[i + 1:]]) for alt in tokens[i].split("|")]
+        out += [" ".join([base, *tokens[:i], PLACEHOLDERS.get(alt, alt), *tokens[i + 1:]])
+                for alt in tokens[i].split("|")]
     return out
 
 

@@ -528,21 +528,21 @@ def run_cmd(
     model: str = typer.Option("conv1d", "--model", help="Model of the comparison."),
     methods: str = typer.Option("random,magnitude,snip,grasp,synflow", "--methods", help="Comma list of methods."),
     densities: str = typer.Option("0.316,0.1,0.0316", "--densities", help="Comma list (compression 10^0.5-10^1.5)."),
-    seeds: str = typer.Option("0,1", "--seeds", help="Comma list."),
-    epochs: int = typer.Option(6, "--epochs", help="Training epochs of each run."),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds", help="Comma list."),
+    epochs: int = typer.Option(4, "--epochs", help="Training epochs of each run."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes."),
     stack: str = typer.Option("auto", "--stack", help=STACK_HELP),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda if present)."),
     out: Path = typer.Option(Path("runs/default"), "--out", help="Output folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """The default job: top-k vs sampled vs auto masks for five pruners x 3 densities x 2 seeds on
+    """The default job: top-k vs sampled vs auto masks for five pruners x 3 densities x 5 seeds on
     MNIST-1D, with the dense model, run as a built-in sweep (hash-named run folders, resumable) and
     reported like `sketchprune report`."""
     import time
 
     from sketchprune import sweep as sw
-    from sketchprune.report import build_report
+    from sketchprune.report import build_report, readable
 
     out_folder(out)
     t0 = time.perf_counter()
@@ -554,8 +554,8 @@ def run_cmd(
     rep = build_report(out, out / "report")
     seconds = time.perf_counter() - t0
     emit({**counts, "seconds": seconds, "rows": rep["summary"], "paired": rep["paired"]}, as_json,
-         [("test accuracy (mean ± 95 % interval over seeds)", rep["summary"],
-           ["method", "mode", "density", "compression", "mean", "ci95", "seeds"])],
+         [("test accuracy (mean ± 95 % interval over seeds)", readable(rep["summary"]),
+           ["method", "mode", "compression", "mean", "ci95", "seeds"])],
          {k: Path(v) for k, v in rep["files"].items()})
     if not as_json:
         typer.echo(f"{counts['done']} runs done, {counts['skipped']} already done, in {seconds:.1f} s")
@@ -663,19 +663,22 @@ def sweep_cmd(
 
 @app.command("report")
 def report_cmd(
-    folder: Path = typer.Argument(..., help="A sweep or run output folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default FOLDER/report)."),
+    folder: Path = typer.Argument(..., help="A sweep or run output folder, or a report's results.csv (the report "
+                                            "made again without the run folders: no collapse view)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default FOLDER/report; beside a "
+                                                           "results.csv, report/)."),
     run: Optional[str] = typer.Option(None, "--run", help="Hash of a run whose method and compression the collapse "
                                                           "view shows (default: where the modes differ most)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Tables (CSV, Markdown), paper-style plots and an offline HTML page for every run under FOLDER."""
-    from sketchprune.report import build_report
+    from sketchprune.report import build_report, readable
 
-    rep = build_report(folder, out_folder(out if out is not None else Path(folder) / "report"), run)
+    default = (folder.parent if folder.is_file() else folder) / "report"
+    rep = build_report(folder, out_folder(out if out is not None else default), run)
     emit({"runs": rep["runs"], "rows": rep["summary"], "paired": rep["paired"]}, as_json,
-         [("test accuracy (mean ± 95 % interval over seeds)", rep["summary"],
-           ["setting", "method", "mode", "density", "mean", "ci95", "seeds"])],
+         [("test accuracy (mean ± 95 % interval over seeds)", readable(rep["summary"]),
+           ["setting", "method", "mode", "compression", "mean", "ci95", "seeds"])],
          {k: Path(v) for k, v in rep["files"].items()})
 
 

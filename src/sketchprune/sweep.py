@@ -127,11 +127,13 @@ def _own_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_spec(*, dataset: str = "mnist1d", model: str = "conv1d", methods: str = "random,magnitude,snip,grasp,synflow",
-                 densities: str = "0.316,0.1,0.0316", seeds: str = "0,1", epochs: int = 6,
+                 densities: str = "0.316,0.1,0.0316", seeds: str = "0,1,2,3,4", epochs: int = 4,
                  device: str | None = None) -> dict[str, Any]:
     """The built-in comparison of ``sketchprune run`` as a sweep spec: top-k vs sampled vs auto masks
     for ``methods`` x ``densities`` x ``seeds``, and the dense model per seed; Adam (lr 1e-2,
-    batch 256) for ``epochs`` epochs."""
+    batch 256) for ``epochs`` epochs. Five seeds of four epochs: about a minute on 2 cores, and 95 %
+    intervals of a few points (t with 4 degrees of freedom is 2.8; with two seeds it is 12.7 and the
+    dense band alone spanned 0.28-0.88)."""
     seed_list = list(cfgmod.parse_value(tuple[int, ...], seeds, "seeds"))
     method_list = list(cfgmod.parse_value(tuple[str, ...], methods, "methods"))
     pruned = [d for d in cfgmod.parse_value(tuple[float, ...], densities, "densities") if not d >= 1]

@@ -137,30 +137,44 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """Error against budget, one panel per case; colour = probabilities, line style = scheme."""
-    from sketchprune.plotting import plt
+    """Error against budget, one panel per case; colour = probabilities, line style and marker =
+    scheme (a legend for each, so iid, Poisson and exact-k read apart)."""
+    from matplotlib.lines import Line2D
+
     from sketchprune.atomic import save_figure
+    from sketchprune.plotting import plt
 
     rows = result["rows"]
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(5.5 * len(cases), 4.2), squeeze=False)
-    styles = {"iid": "-", "poisson": "--", "exact": ":"}
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.5 * len(cases), 4.4), squeeze=False)
+    styles = {"iid": ("-", "o"), "poisson": ("--", "s"), "exact": (":", "^")}
     colors = {"uniform": "tab:gray", "optimal": "tab:blue", "b-only": "tab:orange"}
     for ax, case in zip(axes[0], cases):
         for pname in colors:
-            for scheme, ls in styles.items():
+            for scheme, (ls, marker) in styles.items():
                 sel = [r for r in rows if r["case"] == case and r["probs"] == pname and r["scheme"] == scheme]
                 if not sel:
                     continue
                 x = [r["budget"] for r in sel]
                 ax.errorbar(x, [r["mc_mean"] for r in sel], yerr=[r["ci99"] for r in sel], color=colors[pname],
-                            ls=ls, marker="o", ms=3, capsize=2, label=f"{pname} / {scheme}")
+                            ls=ls, marker=marker, ms=3.5, mfc="white" if scheme == "poisson" else colors[pname],
+                            capsize=2)
                 if sel[0]["exact"] is not None:
                     ax.plot(x, [r["exact"] for r in sel], color=colors[pname], ls="none", marker="x", ms=7)
         ax.set(xscale="log", yscale="log", xlabel="budget (terms kept / draws)", ylabel="E ||AB - sketch||_F^2",
                title=f"{case} (x = exact formula)")
         ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=7, ncol=1)
+    used = {r["probs"] for r in rows}, {r["scheme"] for r in rows}
+    probs = [Line2D([], [], color=c, lw=6, label=f"{name} probabilities") for name, c in colors.items()
+             if name in used[0]]
+    schemes = [Line2D([], [], color="black", ls=ls, marker=m, mfc="white" if name == "poisson" else "black",
+                      label={"iid": "iid draws", "poisson": "Poisson", "exact": "exact-k"}[name])
+               for name, (ls, m) in styles.items() if name in used[1]]
+    schemes.append(Line2D([], [], color="black", ls="none", marker="x", ms=7, label="exact formula"))
+    last = axes[0][-1]
+    first = last.legend(handles=probs, fontsize=7, loc="upper right", title="colour", title_fontsize=7)
+    last.add_artist(first)
+    last.legend(handles=schemes, fontsize=7, loc="lower left", handlelength=4, title="scheme", title_fontsize=7)
     return save_figure(fig, path)
 
 
