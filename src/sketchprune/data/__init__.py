@@ -3,7 +3,9 @@
 Shipped or generated here: ``synthetic`` (Gaussian-mixture classification), ``mnist1d``
 (generated offline by the ``mnist1d`` package and cached as ``.npz``) and ``digits``
 (scikit-learn's 8x8 digits); ``tokens`` (a synthetic next-token task of int64 token sequences, for
-token models: :mod:`sketchprune.data.tokens`). Everything is held as tensors; see :class:`Dataset`.
+token models: :mod:`sketchprune.data.tokens`). ``fashion-mnist`` is read offline from Debian's
+``dataset-fashion-mnist`` package (:data:`SYSTEM_FOLDERS`) when the data root has no copy.
+Everything is held as tensors; see :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -193,10 +195,30 @@ def _mnist_like(name: str, base_url: str, checksums: dict[str, str]):
         if download_:
             for stem in stems:
                 download.fetch(download.Remote(f"{base_url}{stem}.gz", f"{stem}.gz", checksums[stem]), folder)
+        elif not _has_idx(folder, stems) and name in SYSTEM_FOLDERS:
+            system, package = SYSTEM_FOLDERS[name]
+            if not _has_idx(system, stems):
+                raise SketchpruneError(f"{name}: no IDX files under {folder} or {system}; install them with "
+                                       f"`apt-get install {package}` (Debian/Ubuntu), put them under --data-root, or "
+                                       "pass --download")
+            folder = system
         return _images(name, files.read_mnist(folder), 10)
 
-    loader.__doc__ = f"{name} from its IDX files under <root>/{name}/."
+    where = f" (or, when that has none, {SYSTEM_FOLDERS[name][0]}/)" if name in SYSTEM_FOLDERS else ""
+    loader.__doc__ = f"{name} from its IDX files under <root>/{name}/{where}."
     return loader
+
+
+SYSTEM_FOLDERS: dict[str, tuple[Path, str]] = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+}
+"""Data set -> (folder, Debian package): where a system package installs a data set's files;
+``load`` reads them from there when the data root has none (files under the root win)."""
+
+
+def _has_idx(folder: Path, stems: tuple[str, ...]) -> bool:
+    """Whether ``folder`` holds every IDX file of ``stems`` (plain or gzipped)."""
+    return all((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in stems)
 
 
 def _archive_loader(name: str, remote: download.Remote, read: Callable[[Path], tuple], classes: int):
