@@ -285,8 +285,8 @@ def test_compression_is_written_one_way_and_the_axis_is_log_scale_with_those_lab
     from sketchprune.plotting import plt
     from sketchprune.report import _compression_axis, compression_label, readable
 
-    assert [compression_label(1 / d) for d in (0.316, 0.1, 0.0316, 0.01, 1.0)] == ["3.16x", "10x", "31.6x", "100x",
-                                                                                  "1x"]
+    assert [compression_label(1 / d) for d in (0.316, 0.1, 0.0316, 0.01, 0.001, 1.0)] == [
+        "3.16x", "10x", "31.6x", "100x", "1000x", "1x"]
     fig, ax = plt.subplots()
     _compression_axis(ax, [1 / 0.316, 10.0, 1 / 0.0316, 10.0])
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["3.16x", "10x", "31.6x"]

@@ -49,8 +49,8 @@ MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto":
 
 def compression_label(compression: float) -> str:
     """A compression ratio as every table, figure and progress line writes it: three significant
-    digits and an ``x`` (``3.16x``, ``10x``, ``31.6x``, ``316x``; the dense model is ``1x``)."""
-    return f"{compression:.3g}x"
+    digits and an ``x`` (``3.16x``, ``10x``, ``31.6x``, ``316x``, ``1000x``; the dense model is ``1x``)."""
+    return f"{compression:.3g}x" if compression < 999.5 else f"{round(compression)}x"
 
 
 def setting_of(config: dict[str, Any]) -> str:
