@@ -570,11 +570,10 @@ def _run_sweep(spec: Any, out: Path, workers: int, ray_address: Optional[str], r
     """Run a sweep, printing where it stands on stderr (stdout stays clean for --json): how many runs
     there are to do, then one line per run, ``[20/92] magnitude sample 10x seed 1: 0.452 (3.1 s)``."""
     import contextlib
-    import time
 
     from sketchprune import sweep as sw
 
-    state = {"done": 0, "total": 0, "t0": time.perf_counter()}
+    state = {"done": 0, "total": 0}
     labels = _progress_labels(spec.runs)
 
     def start(to_run: int, skipped: int) -> None:
