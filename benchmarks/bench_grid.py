@@ -8,10 +8,11 @@ of ``--rounds`` interleaved rounds; the machine is shared, the minimum is the le
 A K whose training activations would pass ``--memory-gb`` is left out and said so.
 
 ``--grid CONFIG --sample AXIS=VALUES ...``: a representative slice of a sweep run both ways,
-one at a time (``stack: 1``) and stacked (``--stack``), in fresh folders, one worker; prints the
-wall time of each, where the stacked time goes (pruning by method, training steps, evaluation,
-checkpoints), whether every result is identical, and the grid's wall time extrapolated from the
-slice (per method group: the slice's mean seconds per run times the grid's number of such runs).
+one at a time (``experiment.run``, as ``stack: 1``) and stacked (``--stack``), batch by batch in
+alternating order, in fresh folders, one worker; prints the CPU and wall time of each, where the
+stacked time goes (pruning by method, training steps, evaluation, checkpoints), whether every
+result is identical, and the grid's time extrapolated from the slice (per method: the slice's
+seconds per run times the grid's number of such runs).
 
 Run: ``python benchmarks/bench_grid.py [--device cuda] [--threads 1]`` and
 ``python benchmarks/bench_grid.py --grid configs/e5_mlp_mnist1d.yaml --sample compression=31.623 --sample seed=0``.
@@ -271,8 +272,13 @@ def _group(cfg) -> str:
 
 
 def grid(args: argparse.Namespace) -> None:
+    """The slice both ways, batch by batch: each batch of ``stack.plan`` runs one at a time (as
+    ``sweep.run`` with ``stack: 1`` runs them, by ``experiment.run``) and stacked (``run_many``),
+    in alternating order, so that a shared machine's load falls on both alike. Times are process
+    CPU seconds (what the runs cost, whatever else the machine runs) and wall seconds."""
     from sketchprune import stack, sweep
     from sketchprune.config import config_hash
+    from sketchprune.experiment import run
     from sketchprune.results import collect
 
     full = sweep.load(args.grid)
@@ -280,23 +286,29 @@ def grid(args: argparse.Namespace) -> None:
     by_hash = {config_hash(c): c for c in picked}
     print(f"# {args.grid}: {len(full.runs)} runs; slice {' '.join(args.sample)}: {len(picked)} runs; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), one worker", flush=True)
-    times, results = {}, {}
+    cpu = {"alone": 0.0, "stacked": 0.0}
+    wall = {"alone": 0.0, "stacked": 0.0}
     timings: dict[str, float] = {}
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # the optimizer's one-off imports, out of the clock
     with tempfile.TemporaryDirectory() as tmp:
-        part = sweep.Sweep(picked, device=args.device, data_root=full.data_root, source=full.source)
-        t0 = time.perf_counter()
-        sweep.run(part, Path(tmp) / "alone", stack=1)  # today's path: every run by experiment.run, one at a time
-        times["alone"] = time.perf_counter() - t0
-        t0 = time.perf_counter()  # the stacked path as sweep.run takes it, with the engine's clock
-        for batch in stack.plan(picked, args.stack, args.device):
+        root = Path(tmp)
+        for n, batch in enumerate(stack.plan(picked, args.stack, args.device)):
             cfgs = [picked[i] for i in batch]
-            stack.run_many(cfgs, [sweep.folder(Path(tmp) / "stacked", c) for c in cfgs], stack=args.stack,
-                           device=args.device, data_root=full.data_root, timings=timings)
-        times["stacked"] = time.perf_counter() - t0
-        for label in times:
-            results[label] = {r.hash: r for r in collect(Path(tmp) / label)}
-            print(f"{label:>8}: {times[label]:8.1f} s for {len(results[label])} runs", flush=True)
+            for label in (("alone", "stacked") if n % 2 == 0 else ("stacked", "alone")):
+                c0, w0 = time.process_time(), time.perf_counter()
+                if label == "alone":
+                    for cfg in cfgs:
+                        run(cfg, sweep.folder(root / label, cfg), device=args.device, data_root=full.data_root)
+                else:
+                    stack.run_many(cfgs, [sweep.folder(root / label, c) for c in cfgs], stack=args.stack,
+                                   device=args.device, data_root=full.data_root, timings=timings)
+                cpu[label] += time.process_time() - c0
+                wall[label] += time.perf_counter() - w0
+            print(f"  batch {n + 1}: {len(cfgs)} runs ({cfgs[0].method} ..); so far alone {cpu['alone']:.0f} s, "
+                  f"stacked {cpu['stacked']:.0f} s CPU", flush=True)
+        results = {label: {r.hash: r for r in collect(root / label)} for label in cpu}
+    for label in cpu:
+        print(f"{label:>8}: {cpu[label]:8.1f} s CPU, {wall[label]:8.1f} s wall, {len(results[label])} runs")
     a, b = results["alone"], results["stacked"]
     keys = ("final_test_acc", "best_test_acc", "final_train_loss", "kept", "layer_density", "diagnostics")
     same = sum(all(getattr(a[h], k) == getattr(b[h], k) for k in keys) for h in a if h in b)
@@ -304,22 +316,22 @@ def grid(args: argparse.Namespace) -> None:
     counts_full = Counter(_group(c) for c in full.runs)
     counts_pick = Counter(_group(c) for c in picked)
     est = {}
-    for label in ("alone", "stacked"):
+    for label in cpu:
         own: dict[str, float] = defaultdict(float)  # each run's own seconds (stacked: its share), by group
         for h, r in results[label].items():
             own[_group(by_hash[h])] += r.wall_seconds
-        scale = times[label] / max(1e-9, sum(own.values()))  # what the runs' own clocks leave out
+        scale = cpu[label] / max(1e-9, sum(own.values()))  # in CPU seconds
         est[label] = sum(own[g] * scale * counts_full[g] / counts_pick[g] for g in own)
     missing = sorted(set(counts_full) - set(counts_pick))
-    print(f"full grid, extrapolated by method from the slice, one worker: alone {est['alone'] / 60:.1f} min, "
-          f"stacked {est['stacked'] / 60:.1f} min ({est['alone'] / est['stacked']:.2f}x)"
+    print(f"full grid, extrapolated by method from the slice (CPU seconds of one worker): alone "
+          f"{est['alone'] / 60:.1f} min, stacked {est['stacked'] / 60:.1f} min ({est['alone'] / est['stacked']:.2f}x)"
           + (f"; methods missing from the slice: {missing}" if missing else ""))
     prune_by_group: dict[str, list[float]] = defaultdict(list)
     for h, r in b.items():
         prune_by_group[_group(by_hash[h])].append(r.prune_seconds)
-    print("stacked slice, where the time goes (s): " + ", ".join(
+    print("stacked slice, where the wall time goes (s): " + ", ".join(
         f"{k} {v:.1f}" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])) +
-          f"; total {times['stacked']:.1f}")
+          f"; total {wall['stacked']:.1f}")
     print("pruning up to training, mean s per run (imp: its levels): " + ", ".join(
         f"{g} {sum(v) / len(v):.2f}" for g, v in sorted(prune_by_group.items(), key=lambda kv: -sum(kv[1]))))
 
