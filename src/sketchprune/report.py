@@ -45,6 +45,8 @@ from sketchprune.tables import html_table, markdown_table
 
 MODES = ("topk", "sample", "auto")
 MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto": ("tab:green", ":")}
+DST_COLORS = {"set": "tab:brown", "rigl": "tab:purple", "dsr": "tab:olive", "deepr": "tab:cyan", "dns": "tab:pink"}
+"""Colours of the ``<updater> - static`` differences (a moving mask against the same mask kept static)."""
 
 
 def compression_label(compression: float) -> str:
@@ -439,13 +441,14 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
             line = sorted((r for r in rows if r["method"] == method and r["versus"] == versus),
                           key=lambda r: r["compression"])
             mode = versus.split(" ")[0]  # sample, auto, or a DST updater (against static)
-            color = MODE_STYLE[mode][0] if mode in MODE_STYLE else "tab:purple"
+            color = MODE_STYLE[mode][0] if mode in MODE_STYLE else DST_COLORS.get(mode, "tab:gray")
             shift = shifts.get(mode, 1.0)
             same = [r for r in line if r.get("identical")]
             if same:
                 where = "every x" if len(same) == len(line) else ", ".join(compression_label(r["compression"])
                                                                            for r in same)
-                left_out.append(f"{mode} at {where}")
+                partner = "top-k" if mode in MODE_STYLE else "static"  # a moving mask's partner: it kept static
+                left_out.append(f"{mode} (vs {partner}) at {where}")
             shown = [r for r in line if not r.get("identical")]
             for r in shown:
                 err = r["ci"] if math.isfinite(r["ci"]) else 0.0
@@ -460,7 +463,7 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
         if notes.get(method):  # under the panel's name: which points are left out, being the same masks
             import textwrap
 
-            text = textwrap.fill(f"not drawn (same masks as top-k): {notes[method]}", 52)
+            text = textwrap.fill(f"not drawn (the same accuracy as its partner on every seed): {notes[method]}", 52)
             ax.set_title(method + "\n" * (text.count("\n") + 1), fontsize=9)
             ax.text(0.5, 1.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=6.5, color="0.3")
     _compression_axis(axes[0][0], [r["compression"] for r in rows])
