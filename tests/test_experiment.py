@@ -95,7 +95,7 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     experiment.run(_cfg(density=0.5), a)
     cfg = _cfg(density=0.1)
-    experiment._claim(b, cfg)
+    experiment.claim(b, cfg)
     import shutil
 
     shutil.copy(a / "checkpoint.pt", b / "checkpoint.pt")  # the same training settings and seed, another density
@@ -108,7 +108,7 @@ def test_a_masks_file_naming_some_layers_is_refused(tmp_path):
 
     cfg = _cfg(density=0.5)
     out = tmp_path / "r"
-    experiment._claim(out, cfg)
+    experiment.claim(out, cfg)
     data = experiment.load_data(cfg)
     masks = experiment.prune_model(cfg, experiment.build_model(cfg, data), data)
     Masks({n: m for i, (n, m) in enumerate(masks.items()) if i > 0}).save(out / "masks.safetensors")
@@ -129,7 +129,7 @@ def test_a_run_held_by_another_process_is_refused(tmp_path):
     from sketchprune.atomic import hold_lock
 
     cfg = _cfg()
-    experiment._claim(tmp_path, cfg)
+    experiment.claim(tmp_path, cfg)
     with hold_lock(tmp_path / ".run.lock", "busy"):  # flock locks are per open file: a second open is refused
         with pytest.raises(SketchpruneError, match="is running this run"):
             experiment.run(cfg, tmp_path)

@@ -305,9 +305,6 @@ def claim(out: Path, cfg: RunConfig) -> None:
             f"{config_hash(cfg)}); pass another --out, or delete the folder to start over")
 
 
-_claim = claim  # its former name
-
-
 def _start_in(out: Path) -> Path:
     """Start (or resume) a run in its folder, whose lock the caller holds: delete the temporary files
     a killed run left there; returns the path of the run's result file."""

@@ -148,6 +148,12 @@ def grad_or_zeros(p: nn.Parameter) -> Tensor:
     return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
+def state_copy(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of ``model``'s state (parameters and buffers): what a method hands back as the
+    weights to train the pruned network from (``Built.start_state``)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 @torch.no_grad()
 def make_absolute(model: nn.Module) -> nn.Module:
     """Every parameter and floating-point buffer of ``model`` replaced by its absolute value, in place

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.context import Built, Context
+from sketchprune.methods.context import Built, Context, state_copy
 from sketchprune.methods.registry import register
 
 
@@ -168,6 +168,5 @@ def edge_popup(ctx: Context) -> Built:
     supermask = supermask_of(ctx, o.edge_popup_signed_constant)
     train_scores(ctx, supermask, "edge-popup", o.edge_popup_epochs, o.edge_popup_lr)
     masks = supermask.masks()
-    start = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()} if o.edge_popup_signed_constant \
-        else None
+    start = state_copy(ctx.model) if o.edge_popup_signed_constant else None
     return Built(masks, start_state=start)

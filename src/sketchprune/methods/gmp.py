@@ -33,7 +33,7 @@ from torch import Tensor
 from sketchprune.config import setting
 from sketchprune.errors import check
 from sketchprune.masks import Masks
-from sketchprune.methods.context import Built, Context
+from sketchprune.methods.context import Built, Context, state_copy
 from sketchprune.methods.registry import register
 
 if TYPE_CHECKING:  # a training callback by its events: the registry loads without the training stack
@@ -111,7 +111,7 @@ def train_to_mask(ctx: Context, pruning: GradualPruning, tag: str, epochs: int) 
     check(pruning.final is not None, f"{ctx.method.name}: its training ended before any step")
     assert pruning.final is not None
     mask = {n: pruning.final[n].to(p.device) for n, p in ctx.params.items()}
-    return Built(mask, start_state={k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
+    return Built(mask, start_state=state_copy(ctx.model))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.context import Built, Context
+from sketchprune.methods.context import Built, Context, state_copy
 from sketchprune.methods.registry import register
 
 
@@ -55,7 +55,7 @@ def imp(ctx: Context) -> Built:
     model = ctx.model
     levels = max(1, math.ceil(math.log(ctx.density) / math.log(1 - o.imp_fraction)))
     total = sum(p.numel() for p in ctx.params.values())
-    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    init = state_copy(model)
     rewind = init
     mask = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in ctx.params.items()}
     for level in range(levels):

@@ -29,7 +29,7 @@ from torch import Tensor
 from sketchprune import seeding
 from sketchprune.config import setting
 from sketchprune.errors import check
-from sketchprune.methods.context import Built, Context
+from sketchprune.methods.context import Built, Context, state_copy
 from sketchprune.methods.edge_popup import Supermask, supermask_of, train_scores
 from sketchprune.methods.registry import register
 
@@ -120,4 +120,4 @@ def iterand(ctx: Context) -> Built:
     rerand = Rerandomize(supermask, o.iterand_lambda, o.iterand_every, o.iterand_draw,
                          seeding.derive(seed, "iterand"))
     train_scores(ctx, supermask, "iterand", o.iterand_epochs, o.iterand_lr, callbacks=[rerand])
-    return Built(supermask.masks(), start_state={k: v.detach().clone() for k, v in ctx.model.state_dict().items()})
+    return Built(supermask.masks(), start_state=state_copy(ctx.model))
