@@ -45,8 +45,17 @@ from sketchprune.tables import html_table, markdown_table
 
 MODES = ("topk", "sample", "auto")
 MODE_STYLE = {"topk": ("tab:blue", "-"), "sample": ("tab:orange", "--"), "auto": ("tab:green", ":")}
-DST_COLORS = {"set": "tab:brown", "rigl": "tab:purple", "dsr": "tab:olive", "deepr": "tab:cyan", "dns": "tab:pink"}
-"""Colours of the ``<updater> - static`` differences (a moving mask against the same mask kept static)."""
+DST_PALETTE = ("tab:brown", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "tab:gray")
+"""Colours of the ``<updater> - static`` differences (a moving mask against the same mask kept static), given
+to the registered updaters in their order (:func:`updater_color`)."""
+
+
+def updater_color(updater: str) -> str:
+    """The colour of a DST updater's differences: its place among the registered updaters (kind ``update``)."""
+    from sketchprune import dst
+
+    moving = [n for n in dst.names() if dst.moves(n)]
+    return DST_PALETTE[moving.index(updater) % len(DST_PALETTE)] if updater in moving else DST_PALETTE[-1]
 
 
 def compression_label(compression: float) -> str:
@@ -441,7 +450,7 @@ def difference_plot(paired: list[dict[str, Any]], setting: str, path: str | Path
             line = sorted((r for r in rows if r["method"] == method and r["versus"] == versus),
                           key=lambda r: r["compression"])
             mode = versus.split(" ")[0]  # sample, auto, or a DST updater (against static)
-            color = MODE_STYLE[mode][0] if mode in MODE_STYLE else DST_COLORS.get(mode, "tab:gray")
+            color = MODE_STYLE[mode][0] if mode in MODE_STYLE else updater_color(mode)
             shift = shifts.get(mode, 1.0)
             same = [r for r in line if r.get("identical")]
             if same:
