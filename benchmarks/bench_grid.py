@@ -5,7 +5,10 @@
 stacked step of ``train_stacked`` with K = 4, 16, 64 networks, for the E5 MLP on MNIST-1D, the
 digits conv net, LeNet-5 on Fashion-MNIST and ResNet-20 on 28x28 inputs, all in one run (best
 of ``--rounds`` interleaved rounds; the machine is shared, the minimum is the least disturbed).
-A K whose training activations would pass ``--memory-gb`` is left out and said so.
+A K whose training activations would pass ``--memory-gb`` is left out and said so. The
+``products`` column is the floor: the step's matrix products alone (forward, weight and input
+gradients at the step's shapes), and ``x floor`` = alone / products the most an engine that keeps
+the arithmetic could gain on this machine.
 
 ``--grid CONFIG --sample AXIS=VALUES ...``: a representative slice of a sweep run both ways,
 one at a time (``experiment.run``, as ``stack: 1``) and stacked (``--stack``), batch by batch in
@@ -183,6 +186,43 @@ def stacked_setup(model: str, options: dict, shape: tuple[int, ...], batch: int,
     return stacked, opt, x, ys
 
 
+def products_step(model: str, options: dict, shape: tuple[int, ...], batch: int, device: torch.device):
+    """The matrix products of one network's training step and nothing else: each Linear / Conv
+    layer's forward product and its backward products (weight gradient; input gradient except for
+    the first layer, whose input needs none), at the step's shapes. No engine that keeps this
+    arithmetic can take a network-step below this time."""
+    from sketchprune import models
+
+    net = models.create(model, input_shape=shape, **options).to(device)
+    seen: list[tuple] = []
+
+    def hook(module, inputs, output) -> None:
+        seen.append((module, inputs[0].detach().clone(), torch.randn_like(output)))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))]
+    with torch.no_grad():
+        net(torch.randn(batch, *shape, device=device))
+    for h in handles:
+        h.remove()
+
+    def step() -> None:
+        for i, (m, x, g) in enumerate(seen):
+            w, b = m.weight.detach(), None if m.bias is None else m.bias.detach()
+            if isinstance(m, torch.nn.Linear):
+                F.linear(x, w, b)
+                g.flatten(0, -2).T @ x.flatten(0, -2)  # the weight gradient
+                if i:
+                    g @ w  # the input gradient
+            else:
+                m._conv_forward(x, w, b)
+                torch.ops.aten.convolution_backward(g, x, w, None if b is None else list(b.shape), list(m.stride),
+                                                    list(m.padding), list(m.dilation), False,
+                                                    [0] * len(m.stride), m.groups, [i > 0, True, b is not None])
+
+    return step
+
+
 def activation_bytes(model: str, options: dict, shape: tuple[int, ...], batch: int) -> int:
     """Bytes of every module output of one network's training step at ``batch`` (what autograd keeps)."""
     from sketchprune import models
@@ -210,15 +250,19 @@ def table(args: argparse.Namespace) -> None:
     print(f"# time per network-step (ms), best of {args.rounds} rounds; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), {args.device}; Adam, masks at density 0.1")
     head = f"{'model':<24} {'batch':>5} {'alone':>8}" + "".join(f" {'K=' + str(k):>8}" for k in ks) + \
-        "".join(f" {'x K=' + str(k):>7}" for k in ks) + "".join(f" {'vmap K=' + str(k):>9}" for k in ks)
+        "".join(f" {'x K=' + str(k):>7}" for k in ks) + "".join(f" {'vmap K=' + str(k):>9}" for k in ks) + \
+        f" {'products':>9} {'x floor':>7}"
     print(head)
     print("(K=: sketchprune.stack, bit-identical to one at a time; x: alone / stacked; vmap: "
-          "stack_module_state + vmap, bmm and grouped convolutions, not bit-identical, for comparison)")
+          "stack_module_state + vmap, bmm and grouped convolutions, not bit-identical, for comparison; "
+          "products: the step's matrix products alone, one network; x floor: alone / products, the most "
+          "any engine with the same arithmetic could gain)")
     for label, model, options, shape, batch in MODELS:
         if args.models and model not in args.models.split(","):
             continue
         per_net = activation_bytes(model, options, shape, batch)
         alone = single_step(model, options, shape, batch, dev)
+        products = products_step(model, options, shape, batch, dev)
         setups, fast = {}, {}
         for k in ks:
             if k * per_net * 3 > args.memory_gb * 2**30:  # outputs, their gradients and the saved inputs
@@ -227,9 +271,10 @@ def table(args: argparse.Namespace) -> None:
             if not args.no_vmap:
                 fast[k] = build("vmap", model, options, shape, batch, k, dev)
         repeats = args.steps if model != "resnet20" else max(2, args.steps // 10)
-        t = {"alone": float("inf"), **{k: float("inf") for k in setups}, **{("v", k): float("inf") for k in fast}}
+        t = {"alone": float("inf"), "products": float("inf"), **{k: float("inf") for k in setups}, **{("v", k): float("inf") for k in fast}}
         for _ in range(args.rounds):  # interleaved, so that the machine's noise falls on every column
             t["alone"] = min(t["alone"], best_time(alone, repeats, dev))
+            t["products"] = min(t["products"], best_time(products, repeats, dev))
             for k, (stacked, opt, x, ys) in setups.items():
                 reps = max(2, repeats * 2 // k)
                 t[k] = min(t[k], best_time(lambda: stacked_step(stacked, opt, x, ys), reps, dev) / k)
@@ -238,7 +283,8 @@ def table(args: argparse.Namespace) -> None:
         cells = "".join(f" {t[k] * 1e3:>8.3f}" if k in t else f" {'(mem)':>8}" for k in ks)
         ratios = "".join(f" {t['alone'] / t[k]:>7.2f}" if k in t else f" {'-':>7}" for k in ks)
         vm = "".join(f" {t[('v', k)] * 1e3:>9.3f}" if ("v", k) in t else f" {'-':>9}" for k in ks)
-        print(f"{label:<24} {batch:>5} {t['alone'] * 1e3:>8.3f}{cells}{ratios}{vm}", flush=True)
+        floor = f" {t['products'] * 1e3:>9.3f} {t['alone'] / t['products']:>7.2f}"
+        print(f"{label:<24} {batch:>5} {t['alone'] * 1e3:>8.3f}{cells}{ratios}{vm}{floor}", flush=True)
         del setups, fast
 
 

@@ -429,6 +429,15 @@ def test_prune_refuses_an_updater_with_the_way_to_use_it(tiny_mlp):
     assert dst.updater("static") is None and dst.names() == ["static", "set", "rigl", "dsr", "deepr", "dns"]
 
 
+def test_the_fraction_applies_to_the_updaters_that_move_by_it():
+    """uses_fraction reads each updater's class: set / rigl / dsr move dst_fraction of the mask,
+    deepr and dns by their own rule, so a sweep leaves the fraction and its decay out of their runs."""
+    assert {n: dst.uses_fraction(n) for n in dst.names()} == {
+        "static": True, "set": True, "rigl": True, "dsr": True, "deepr": False, "dns": False}
+    assert dst.unused_settings("deepr") == ("dst_fraction", "dst_schedule") and dst.unused_settings("rigl") == ()
+    assert len(dst.unused_settings("static")) == 5
+
+
 def test_dst_is_a_sweep_axis_and_its_settings_go_to_the_runs_that_take_them():
     from sketchprune.sweep import from_spec
 

@@ -735,6 +735,7 @@ def _register(name: str, description: str, cls: type[Updater] | None, options: t
         return cls(settings) if cls is not None else None
 
     make.__doc__ = f"The {name} updater (None: the mask does not move)."
+    make.updater_class = cls  # type: ignore[attr-defined]  # what uses_fraction asks
     kw = {"options": options} if options is not None else {}
     register(name, description=description, kind=UPDATES, **kw)(make)
 
@@ -763,7 +764,7 @@ def moves(name: str) -> bool:
 
 def uses_fraction(name: str) -> bool:
     """Whether ``dst_fraction`` / ``dst_schedule`` apply to updater ``name``."""
-    cls = {"set": SET, "rigl": RigL, "dsr": DSR, "deepr": DeepR, "dns": DNS}.get(name)
+    cls = getattr(get_method(name).fn, "updater_class", None)
     return cls is None or cls.moves_fraction
 
 
