@@ -349,11 +349,14 @@ def test_every_setting_that_differs_is_a_column_and_runs_are_sorted(tmp_path, ca
 
 def test_a_report_made_again_from_its_results_csv_has_the_same_tables(sweep_dir, tmp_path, capsys):
     """The committed E5 reports keep results.csv, not the run folders: fed that file, the report gives
-    the same summary, paired differences and pivot tables (no collapse view: no per-layer fractions)."""
+    the same results.csv (collapsed-layer counts included), summary, paired differences and pivot
+    tables (no collapse view: no per-layer fractions)."""
     assert main(["report", str(sweep_dir), "--out", str(tmp_path / "a")]) == 0
     capsys.readouterr()
     assert main(["report", str(tmp_path / "a" / "results.csv"), "--out", str(tmp_path / "b"), "--json"]) == 0
     files = json.loads(capsys.readouterr().out)["files"]
-    for name in ("summary.csv", "paired.csv", "pivot.md", "diagnostics.csv"):
+    for name in ("results.csv", "summary.csv", "paired.csv", "pivot.md", "diagnostics.csv"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+    with open(tmp_path / "b" / "results.csv") as f:  # the sweep has collapsed runs, and the file keeps them
+        assert any(int(r["collapsed_layers"]) > 0 for r in csv.DictReader(f))
     assert "collapse_png" not in files and "accuracy_png" in files

@@ -681,11 +681,16 @@ def _layer_shapes(root: Path, results: list[Result], setting: str) -> dict[str, 
     return {}
 
 
+UNNAMED_LAYER = "(a layer results.csv does not name)"
+"""What a collapsed layer of a run read back from ``results.csv`` is called (the file keeps their number)."""
+
+
 def results_from_csv(path: str | Path) -> list[Result]:
     """The runs of a report's ``results.csv`` as Results, for a report made again without the run
     folders (the committed E5 reports): each run's group label stands for its method (so the groups,
     summaries, paired differences, pivot tables and the accuracy and difference figures are those of
-    the folders); the per-layer kept fractions are not in the file, so there is no collapse view."""
+    the folders); the per-layer kept fractions are not in the file, so there is no collapse view, and
+    of the collapsed layers only their number is (each stands as ``UNNAMED_LAYER``)."""
     import csv
 
     def number(v: str) -> float | None:
@@ -705,7 +710,8 @@ def results_from_csv(path: str | Path) -> list[Result]:
                 config=config, hash=row["hash"], compression=float(row["compression"]),
                 final_test_acc=float(row["final_test_acc"]), best_test_acc=float(row["best_test_acc"]),
                 final_train_loss=math.nan, kept=int(row["kept"]), total=int(row["total"]),
-                density_actual=int(row["kept"]) / int(row["total"]), collapsed=[], layer_density={},
+                density_actual=int(row["kept"]) / int(row["total"]),
+                collapsed=[UNNAMED_LAYER] * int(row["collapsed_layers"]), layer_density={},
                 diagnostics=diag if diag["connected"] is not None else None,
                 auto={"mode": row["auto_mode"], "power": number(row["auto_power"])} if row.get("auto_mode") else None,
                 params_fraction=number(row.get("params_fraction", "")),
