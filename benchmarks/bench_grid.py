@@ -271,7 +271,8 @@ def table(args: argparse.Namespace) -> None:
             if not args.no_vmap:
                 fast[k] = build("vmap", model, options, shape, batch, k, dev)
         repeats = args.steps if model != "resnet20" else max(2, args.steps // 10)
-        t = {"alone": float("inf"), "products": float("inf"), **{k: float("inf") for k in setups}, **{("v", k): float("inf") for k in fast}}
+        t = {"alone": float("inf"), "products": float("inf"), **{k: float("inf") for k in setups},
+             **{("v", k): float("inf") for k in fast}}
         for _ in range(args.rounds):  # interleaved, so that the machine's noise falls on every column
             t["alone"] = min(t["alone"], best_time(alone, repeats, dev))
             t["products"] = min(t["products"], best_time(products, repeats, dev))
