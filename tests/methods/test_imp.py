@@ -64,3 +64,15 @@ def test_a_killed_imp_run_resumes_at_its_level(digits, tmp_path, flat):
 def test_imp_needs_a_trainer(mlp):
     with pytest.raises(SketchpruneError, match="trains while it prunes"):
         prune(mlp(), "imp", 0.5)
+
+
+def test_levels_reach_the_density_and_an_absurd_fraction_is_one_line():
+    """ceil(log d / log(1 - f)) levels: density 0.8 is one level of 0.2, 0.5 four (each at most 0.2);
+    a fraction that would need thousands of trainings (or never prune) is refused before any training."""
+    from sketchprune.methods.imp import MAX_LEVELS, imp_levels
+
+    assert [imp_levels(d, 0.2) for d in (0.9, 0.8, 0.5, 0.1, 0.001)] == [1, 1, 4, 11, 31]
+    assert imp_levels(0.99, 0.5) == 1
+    for fraction in (1e-300, 1e-6):
+        with pytest.raises(SketchpruneError, match=f"at most {MAX_LEVELS}.*raise imp_fraction"):
+            imp_levels(0.1, fraction)

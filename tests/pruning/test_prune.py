@@ -91,6 +91,7 @@ def test_layer_collapse_is_reported():
         ({"method": "grasp"}, "needs data"),
         ({"method": "magnitude", "density": 1e-6}, "fewer than one"),
         ({"method": "synflow", "iterations": 0}, "iterations must be"),
+        ({"method": "random", "iterations": 1e18}, "iterations must be an integer in"),  # not a list of 1e18 rounds
         ({"method": "magnitude", "exclude": ["*"]}, "nothing to prune"),
         ({"method": "magnitude", "colour": 1}, "unknown prune option"),
     ],

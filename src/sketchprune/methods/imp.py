@@ -53,7 +53,7 @@ def imp(ctx: Context) -> Built:
 
     o: ImpOptions = ctx.options
     model = ctx.model
-    levels = max(1, math.ceil(math.log(ctx.density) / math.log(1 - o.imp_fraction)))
+    levels = imp_levels(ctx.density, o.imp_fraction)
     total = sum(p.numel() for p in ctx.params.values())
     init = state_copy(model)
     rewind = init
@@ -70,6 +70,19 @@ def imp(ctx: Context) -> Built:
         kept = budget(ctx.density ** ((level + 1) / levels), total)
         mask = _largest_magnitudes(ctx, mask, kept)
     return Built(mask, start_state=rewind)
+
+
+MAX_LEVELS = 1_000
+"""The most levels (each a whole training) an IMP run takes; more is a typo in ``imp_fraction``."""
+
+
+def imp_levels(density: float, fraction: float) -> int:
+    """How many levels, each pruning at most ``fraction`` of the remaining weights, reach ``density``."""
+    per_level = math.log(1 - fraction)  # 0 when 1 - fraction rounds to 1: no level would prune
+    levels = max(1, math.ceil(math.log(density) / per_level)) if per_level < 0 else math.inf
+    check(levels <= MAX_LEVELS, f"imp_fraction={fraction} needs {levels} levels to reach density {density:g} "
+                                f"(at most {MAX_LEVELS}, each a whole training); raise imp_fraction")
+    return int(levels)
 
 
 def _largest_magnitudes(ctx: Context, mask: dict[str, Tensor], kept: int) -> dict[str, Tensor]:

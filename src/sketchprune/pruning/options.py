@@ -16,6 +16,11 @@ from sketchprune.errors import SketchpruneError, check
 from sketchprune.selection import MODES, SCHEMES, SIGNED_MAPS
 
 
+MAX_ITERATIONS = 10_000
+"""The most pruning rounds a call takes (SynFlow's default is 100): every round rescores the network
+and keeps a density list entry, so a count like 1e18 is a typo, refused before any work."""
+
+
 @dataclass(frozen=True)
 class PruneOptions(cfgmod.Settings):
     """How ``prune`` turns a method's scores into masks: the options every method shares."""
@@ -57,8 +62,9 @@ class PruneOptions(cfgmod.Settings):
         check(self.mode in ("sample", "auto") or self.sample_rounds == "all",
               "sample_rounds only applies to mode='sample' or 'auto'; drop it or set the mode")
         check(self.iterations is None or (isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
-                                          and self.iterations >= 1),
-              f"iterations must be an integer >= 1 (or None: the method's default), got {self.iterations!r}")
+                                          and 1 <= self.iterations <= MAX_ITERATIONS),
+              f"iterations must be an integer in [1, {MAX_ITERATIONS}] (or None: the method's default), "
+              f"got {self.iterations!r}")
 
 
 COMMON_OPTIONS = tuple(f.name for f in dataclasses.fields(PruneOptions))
