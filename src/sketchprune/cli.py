@@ -340,12 +340,8 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
                    err=True)
     if cfg.structure == "units":  # a smaller dense network: report its layers and costs
         from sketchprune.costs import costs
-        from sketchprune.pruning import prune_units
 
-        small = experiment.units_model(cfg, model, data) if data is not None else prune_units(
-            model, cfg.method, cfg.density, mode=cfg.mode, seed=cfg.seed, keep_by=cfg.keep_by, scheme=cfg.scheme,
-            power=cfg.power, rescale=cfg.rescale, input_shape=shape)
-        report = experiment.units_report(small, costs(model, shape), shape)
+        report = experiment.units_report(experiment.units_model(cfg, model, data), costs(model, shape), shape)
         rows = [{"layer": n, **v, "fraction": v["kept"] / v["total"]} for n, v in report["layers"].items()]
         emit({"model": cfg.model, "method": cfg.method, **report}, as_json,
              [(f"units kept (params {report['params_fraction']:.3f}, MACs {report['macs_fraction']:.3f} of dense)",
@@ -354,7 +350,7 @@ def prune_cmd(cfg: Any, out: Path, as_json: bool, data_root: Optional[str], down
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # collapse is reported below
-        masks = experiment.prune_model(cfg, model, data) if data is not None else _prune_data_free(cfg, spec, model)
+        masks = experiment.prune_model(cfg, model, data)  # data None: on the model's own input shape
     files = {"masks": masks.save(out / "masks.safetensors"),
              "json": write_json(out / "density.json", {**masks.report(), "meta": masks.meta})}
     result = {"model": cfg.model, "method": cfg.method, **masks.report(), "meta": masks.meta}
@@ -394,20 +390,6 @@ not pruned on the model's own input shape."""
 def _data_given() -> bool:
     """Whether the command line names a data set (set when ``prune``'s flags become its config)."""
     return _DATA_GIVEN.get()
-
-
-def _prune_data_free(cfg: Any, spec: Any, model: Any) -> Any:
-    """``prune``'s masks of a data-free method without a data set (the model's own input shape),
-    projected onto the config's N:M pattern as :func:`sketchprune.experiment.prune_model` does."""
-    from sketchprune.nm import project_nm
-    from sketchprune.pruning import prune_with
-
-    masks = prune_with(model, spec, cfg, cfg.method_settings(), cfg.density, seed=cfg.seed,
-                       input_shape=tuple(model.input_shape))
-    if cfg.nm:
-        n, m = (int(v) for v in cfg.nm.split(":"))
-        masks = project_nm(masks, model, n, m)
-    return masks
 
 
 def train_cmd(cfg: Any, out: Optional[Path], as_json: bool, data_root: Optional[str], download: bool,

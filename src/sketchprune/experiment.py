@@ -271,15 +271,24 @@ class Trainer:
                      run_key=key)
 
 
-def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
+def _data_for_pruning(cfg: RunConfig, model: nn.Module, data: datasets.Dataset | None, folder: Path | None,
+                      device: str | None) -> dict[str, Any]:
+    """What pruning takes from the data set: its batches, a trainer on it and its input shape; with
+    no data set (a data-free method, ``sketchprune prune`` on a model that fits none), the model's
+    own input shape alone."""
+    if data is None:
+        return {"input_shape": tuple(model.input_shape)}
+    return {"data": prune_batches(data, cfg), "input_shape": data.input_shape,
+            "trainer": Trainer(data, cfg.train, folder, cfg.seed, device, run_key=config_hash(cfg))}
+
+
+def prune_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset | None, folder: Path | None = None,
                 device: str | None = None) -> Masks:
     """The run's masks for ``model``, projected onto its N:M pattern when it has one (warnings such as
     layer collapse are the caller's to show); a method that trains while it prunes keeps its
-    checkpoints under ``folder``."""
-    masks = prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density,
-                      data=prune_batches(data, cfg), seed=cfg.seed,
-                      trainer=Trainer(data, cfg.train, folder, cfg.seed, device, run_key=config_hash(cfg)),
-                      input_shape=data.input_shape)
+    checkpoints under ``folder``; ``data`` None: a data-free method on the model's own input shape."""
+    masks = prune_with(model, methods.get(cfg.method), cfg, cfg.method_settings(), cfg.density, seed=cfg.seed,
+                       **_data_for_pruning(cfg, model, data, folder, device))
     if cfg.nm:
         n, m = (int(v) for v in cfg.nm.split(":"))
         masks = project_nm(masks, model, n, m)
@@ -325,14 +334,14 @@ def _finished(done: Path, cfg: RunConfig) -> Result:
     return result
 
 
-def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset, folder: Path | None = None,
+def units_model(cfg: RunConfig, model: nn.Module, data: datasets.Dataset | None, folder: Path | None = None,
                 device: str | None = None) -> nn.Module:
     """The smaller network of a ``structure=units`` config (deterministic given the seed); a unit
-    method that trains (``early_bird``) keeps its checkpoints under ``folder``."""
-    return prune_units(model, cfg.method, cfg.density, mode=cfg.mode, data=prune_batches(data, cfg), seed=cfg.seed,
-                       keep_by=cfg.keep_by, scheme=cfg.scheme, power=cfg.power, rescale=cfg.rescale,
-                       input_shape=data.input_shape,
-                       trainer=Trainer(data, cfg.train, folder, cfg.seed, device, run_key=config_hash(cfg)))
+    method that trains (``early_bird``) keeps its checkpoints under ``folder``; ``data`` None: as
+    :func:`prune_model`'s."""
+    return prune_units(model, cfg.method, cfg.density, mode=cfg.mode, seed=cfg.seed, keep_by=cfg.keep_by,
+                       scheme=cfg.scheme, power=cfg.power, rescale=cfg.rescale,
+                       **_data_for_pruning(cfg, model, data, folder, device))
 
 
 def units_report(small: nn.Module, dense_costs: dict[str, float], input_shape: tuple[int, ...]) -> dict[str, Any]:
