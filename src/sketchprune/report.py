@@ -105,6 +105,12 @@ def _other_settings(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _flat_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a run, flat: the named ones as they are, the others as :func:`_other_settings`
+    gives them (the two never share a key)."""
+    return {**{k: config[k] for k in _NAMED if k in config}, **_other_settings(config)}
+
+
 def _with_default_options(flats: dict[str, dict[str, Any]], runs: list[Result]) -> None:
     """Fill in the method options a run's config leaves out (a config records only the options that
     differ from their defaults) where another run of the group sets them, at their default value."""
@@ -410,6 +416,7 @@ def _label_panels(axes: Any, titles: list[str], ylabel: str) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
 
+
 def _legend_and_title(fig: Any, axes: Any, used: int, title: str) -> None:
     """The legend in a spare panel (or under the figure) and the title above it."""
     handles, labels = {}, {}
@@ -633,12 +640,7 @@ def varying_settings(results: list[Result]) -> list[str]:
     differs between the runs, beside those the tables show anyway (setting, method, mode, density,
     seed): each is a column of the all-runs table."""
     shown = {"model", "dataset", "model_options", "data_options", "method", "mode", "density", "seed"}
-    flats = []
-    for r in results:
-        c = r.config
-        flat = {k: v for k, v in _other_settings(c).items()}
-        flat.update({k: c[k] for k in _NAMED - shown if k in c})
-        flats.append(flat)
+    flats = [{k: v for k, v in _flat_settings(r.config).items() if k not in shown} for r in results]
     keys = sorted({k for f in flats for k in f})
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
 
@@ -669,8 +671,8 @@ def _layer_shapes(root: Path, results: list[Result], setting: str) -> dict[str, 
     folder holds one: a structured run, or results without their folders)."""
     from safetensors import safe_open
 
+    hashes = {r.hash for r in results if setting_of(r.config) == setting}
     for path in sorted(root.rglob("masks.safetensors")):
-        hashes = {r.hash: r for r in results if setting_of(r.config) == setting}
         if not any(h in path.parent.name for h in hashes):
             continue
         try:
@@ -737,9 +739,8 @@ def build_report(root: str | Path, out: str | Path | None = None, run: str | Non
     labels = run_labels(results)
     varying = varying_settings(results)
     configs = {r.hash: r.config for r in results}
-    flat_settings = {r.hash: {**{k: r.config[k] for k in _NAMED if k in r.config}, **_other_settings(r.config)}
-                     for r in results}
-    rows = _run_order([{**flat_row(r, labels[r.hash]), **{k: flat_settings[r.hash].get(k) for k in varying}}
+    flats = {r.hash: _flat_settings(r.config) for r in results}
+    rows = _run_order([{**flat_row(r, labels[r.hash]), **{k: flats[r.hash].get(k) for k in varying}}
                        for r in results])
     summary = summarize(results)
     paired = paired_differences(results)
