@@ -575,7 +575,7 @@ def collapse_plot(case: tuple[str, float, dict[str, dict[str, float]]], path: st
     ax.set(ylabel="kept fraction of the layer")
     ax.set_title(f"{method} at {compression_label(1 / density)}: kept fraction per layer, where the modes' "
                  "accuracies differ most", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, never on them
     fig.tight_layout()
     return save_figure(fig, path)
 
